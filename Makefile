@@ -1,0 +1,53 @@
+# Quick start: `make demo` (main job on an embedded chain) and `make test` (the whole suite).
+# Both build everything they need from nothing: a venv with pinned Python deps and the
+# pinned npm toolchain (solc-js, OpenZeppelin, anvil).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: all install test test-unit test-integration demo compile check-abis gas bench lint clean
+
+all: test
+
+$(VENV)/.stamp: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.stamp node_modules/.stamp
+
+# Recompile contracts/ into abis/ (deterministic; the artifacts are committed).
+compile: node_modules/.stamp
+	node scripts/compile.js
+
+test: install
+	$(PY) -m pytest -q
+
+test-unit: $(VENV)/.stamp
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install
+	$(PY) -m pytest -q tests/integration
+
+demo: $(VENV)/.stamp
+	$(PY) -m keeper demo
+
+gas: $(VENV)/.stamp
+	$(PY) scripts/gas.py
+
+bench: $(VENV)/.stamp
+	$(PY) scripts/bench.py risk
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check keeper tests scripts
+	$(VENV)/bin/mypy keeper
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,597 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SignedMath} from "@openzeppelin/contracts/utils/math/SignedMath.sol";
+import {AggregatorV3Interface} from "./interfaces/AggregatorV3Interface.sol";
+import {ILendingPool} from "./interfaces/ILendingPool.sol";
+import {ISwapVenue} from "./interfaces/ISwapVenue.sol";
+import {IPerpMarket} from "./interfaces/IPerpMarket.sol";
+import {IOptionMarket} from "./interfaces/IOptionMarket.sol";
+import {IRiskVault} from "./interfaces/IRiskVault.sol";
+import {Oracle} from "./libraries/Oracle.sol";
+
+/// @title RiskVault
+/// @notice ERC-4626 vault on USDC holding leveraged collateral (lending pool), perpetual hedges
+///         and options. `totalAssets()` marks everything from the feeds. The strategist sets the
+///         mandate and trades options; the keeper may only rebalance, hedge and deleverage, within
+///         rules this contract enforces whatever it is sent:
+///         - every keeper trade has a deadline and a slippage bound (the mandate's maxSlippageBps
+///           against the oracle, per leg, and on NAV as a whole);
+///         - after a risk-increasing action, health ≥ minHealth and leverage ≤ maxLeverage;
+///         - a deleverage only sells and shrinks, and must strictly improve health;
+///         - pause blocks risk-increasing actions, never deleverage;
+///         - every token a keeper action moves goes to a venue on the vault's behalf or back to
+///           the vault: there is no path to an outside address.
+/// @dev Rounding: ERC-4626 conversions round in the vault's favour (OpenZeppelin); NAV is
+///      floored; health and leverage use the venues' own rounding (pool's favour).
+contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+    using Math for uint256;
+
+    // ---------------------------------------------------------------- roles
+    bytes32 public constant STRATEGIST_ROLE = keccak256("STRATEGIST_ROLE");
+    bytes32 public constant KEEPER_ROLE = keccak256("KEEPER_ROLE");
+    bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
+
+    // ---------------------------------------------------------------- constants
+    uint256 private constant WAD = 1e18;
+    uint256 private constant BPS = 10_000;
+    /// @notice Bounds the loops in every valuation, so gas per action stays predictable.
+    uint256 public constant MAX_ASSETS = 4;
+    uint256 public constant MAX_SERIES = 16;
+    bytes32 private constant KIND_REBALANCE = "rebalance";
+    bytes32 private constant KIND_HEDGE = "hedge";
+    bytes32 private constant KIND_DELEVERAGE = "deleverage";
+
+    // ---------------------------------------------------------------- storage
+    struct AssetConfig {
+        address token;
+        address priceFeed;
+        address volFeed;
+        uint8 tokenDecimals;
+        uint8 priceDecimals;
+        uint8 volDecimals;
+    }
+
+    struct State {
+        uint256 nav; // USDC units
+        uint256 health; // WAD
+        uint256 leverage; // WAD
+    }
+
+    ILendingPool public immutable pool;
+    ISwapVenue public immutable swapVenue;
+    IPerpMarket public immutable perps;
+    IOptionMarket public immutable options;
+    IERC20 private immutable _usdc;
+    uint256 private immutable _usdcToWad;
+
+    Mandate private _mandate;
+    AssetConfig[] private _assets;
+    mapping(address => uint256) private _assetIndex; // token => index + 1
+    uint256[] private _series;
+    uint256 public maxPriceAge;
+    uint256 public highWaterMark; // WAD USDC per share
+    uint256 public lastActionAt;
+
+    constructor(
+        IERC20 usdc_,
+        string memory name_,
+        string memory symbol_,
+        ILendingPool pool_,
+        ISwapVenue swapVenue_,
+        IPerpMarket perps_,
+        IOptionMarket options_,
+        Mandate memory mandate_,
+        uint256 maxPriceAge_,
+        address admin_
+    ) ERC20(name_, symbol_) ERC4626(usdc_) {
+        pool = pool_;
+        swapVenue = swapVenue_;
+        perps = perps_;
+        options = options_;
+        _usdc = usdc_;
+        _usdcToWad = 10 ** (18 - IERC20Metadata(address(usdc_)).decimals());
+        _validateMandate(mandate_);
+        _mandate = mandate_;
+        maxPriceAge = maxPriceAge_;
+        highWaterMark = WAD;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin_);
+        emit MandateUpdated(Mandate(0, 0, 0, 0, 0, 0, 0, 0, 0), mandate_);
+    }
+
+    // ================================================================ admin / guardian
+    /// @notice Add a risky asset the vault may hold: spot feed, implied-volatility feed.
+    function addAsset(address token, address priceFeed, address volFeed) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_assets.length >= MAX_ASSETS) revert VaultTooManyAssets(_assets.length + 1);
+        _assets.push(
+            AssetConfig(
+                token,
+                priceFeed,
+                volFeed,
+                IERC20Metadata(token).decimals(),
+                AggregatorV3Interface(priceFeed).decimals(),
+                AggregatorV3Interface(volFeed).decimals()
+            )
+        );
+        _assetIndex[token] = _assets.length;
+        emit AssetAdded(token, priceFeed, volFeed);
+    }
+
+    /// @notice Oldest acceptable feed age (seconds) for deposits, withdrawals and keeper actions.
+    function setMaxPriceAge(uint256 newMaxAge) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        emit MaxPriceAgeUpdated(maxPriceAge, newMaxAge);
+        maxPriceAge = newMaxAge;
+    }
+
+    /// @notice Stop risk-increasing actions and deposits. Guardian only.
+    function pause() external onlyRole(GUARDIAN_ROLE) {
+        _pause();
+    }
+
+    /// @notice Resume. Admin only: the guardian can stop the vault, not restart it.
+    function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _unpause();
+    }
+
+    // ================================================================ strategist
+    /// @notice Replace the mandate. Emits the old and new values.
+    function setMandate(Mandate calldata newMandate) external onlyRole(STRATEGIST_ROLE) {
+        _validateMandate(newMandate);
+        emit MandateUpdated(_mandate, newMandate);
+        _mandate = newMandate;
+    }
+
+    /// @notice Buy (`sizeDelta` > 0) or sell options of `seriesId` for the vault. Short calls are
+    ///         covered with underlying taken from idle balance, then from lending collateral.
+    function tradeOption(uint256 seriesId, int256 sizeDelta, uint256 premiumLimit)
+        external
+        onlyRole(STRATEGIST_ROLE)
+        nonReentrant
+    {
+        _requireFresh();
+        IOptionMarket.Series memory s = options.getSeries(seriesId);
+        if (s.expiry == 0) revert VaultUnknownSeries(seriesId);
+        if (_assetIndex[s.underlying] == 0) revert VaultUnknownAsset(s.underlying);
+        State memory before = _state();
+        (int256 sizeBefore, uint256 lockedBefore) = options.positionOf(address(this), seriesId);
+        if (sizeBefore == 0) _trackSeries(seriesId);
+
+        if (sizeDelta < 0 && s.isCall) {
+            int256 shortAfter = -(sizeBefore + sizeDelta);
+            if (shortAfter > 0) {
+                uint256 needed = uint256(shortAfter).mulDiv(10 ** s.underlyingDecimals, WAD, Math.Rounding.Ceil);
+                if (needed > lockedBefore) _freeUnderlying(s.underlying, needed - lockedBefore);
+                IERC20(s.underlying).forceApprove(address(options), needed - lockedBefore);
+            }
+        } else if (sizeDelta < 0) {
+            _usdc.forceApprove(address(options), type(uint256).max);
+        }
+        if (sizeDelta > 0) _usdc.forceApprove(address(options), premiumLimit);
+        uint256 premium = options.trade(seriesId, sizeDelta, premiumLimit);
+        _usdc.forceApprove(address(options), 0);
+        if (s.isCall) IERC20(s.underlying).forceApprove(address(options), 0);
+        _depositIdle(s.underlying);
+
+        _checkAfter(before, _state(), false);
+        (int256 sizeAfter,) = options.positionOf(address(this), seriesId);
+        if (sizeAfter == 0) _untrackSeries(seriesId);
+        emit OptionTraded(seriesId, sizeBefore, sizeAfter, premium);
+    }
+
+    /// @notice Settle an expired series the vault holds; anyone may call (proceeds stay in the vault).
+    function settleOption(uint256 seriesId) external nonReentrant {
+        (uint256 usdcReceived, uint256 underlyingReceived) = options.settle(seriesId, address(this));
+        IOptionMarket.Series memory s = options.getSeries(seriesId);
+        _depositIdle(s.underlying);
+        _untrackSeries(seriesId);
+        emit OptionSettled(seriesId, usdcReceived, underlyingReceived);
+    }
+
+    // ================================================================ keeper
+    /// @notice Trade spot collateral and perps towards the target allocation. Buys borrow any
+    ///         USDC shortfall; sells repay debt. `marginDelta` > 0 moves idle USDC into perp margin
+    ///         before the trades, < 0 withdraws margin after them.
+    function rebalance(SwapLeg[] calldata swaps, PerpLeg[] calldata perpLegs, int256 marginDelta, uint256 deadline)
+        external
+        onlyRole(KEEPER_ROLE)
+        nonReentrant
+    {
+        if (swaps.length == 0 && perpLegs.length == 0 && marginDelta == 0) revert VaultEmptyAction();
+        (State memory before, uint256 lossBudget) = _begin(deadline, marginDelta);
+        for (uint256 i = 0; i < swaps.length; i++) {
+            lossBudget += _swap(swaps[i]);
+        }
+        lossBudget += _tradePerps(perpLegs, false);
+        _end(KIND_REBALANCE, before, lossBudget, marginDelta, false);
+    }
+
+    /// @notice Change perp positions (and margin) to bring net delta towards the mandate's target.
+    function hedge(PerpLeg[] calldata perpLegs, int256 marginDelta, uint256 deadline)
+        external
+        onlyRole(KEEPER_ROLE)
+        nonReentrant
+    {
+        if (perpLegs.length == 0 && marginDelta == 0) revert VaultEmptyAction();
+        (State memory before, uint256 lossBudget) = _begin(deadline, marginDelta);
+        lossBudget += _tradePerps(perpLegs, false);
+        _end(KIND_HEDGE, before, lossBudget, marginDelta, false);
+    }
+
+    /// @notice Reduce risk: sell collateral to repay debt, shrink perps, top up perp margin from
+    ///         idle USDC. Allowed while paused; must strictly improve health.
+    function deleverage(SwapLeg[] calldata sells, PerpLeg[] calldata perpLegs, uint256 marginTopUp, uint256 deadline)
+        external
+        onlyRole(KEEPER_ROLE)
+        nonReentrant
+    {
+        if (sells.length == 0 && perpLegs.length == 0 && marginTopUp == 0) revert VaultEmptyAction();
+        (State memory before, uint256 lossBudget) = _begin(deadline, SafeCastInt.toInt(marginTopUp));
+        for (uint256 i = 0; i < sells.length; i++) {
+            if (sells[i].buy) revert VaultNotDeleverage(sells[i].asset);
+            lossBudget += _swap(sells[i]);
+        }
+        lossBudget += _tradePerps(perpLegs, true);
+        _end(KIND_DELEVERAGE, before, lossBudget, 0, true);
+    }
+
+    // ================================================================ views
+    /// @notice NAV in USDC units: idle cash and tokens, lending collateral less debt, perp account
+    ///         value, options at their mark (shorts: locked collateral less the mark). Floored at 0.
+    function totalAssets() public view override returns (uint256) {
+        (uint256 nav,) = _valuation();
+        return nav;
+    }
+
+    function mandate() external view returns (Mandate memory) {
+        return _mandate;
+    }
+
+    /// @notice Binding health: the lower of the lending health factor and the perp margin health (WAD).
+    function health() public view returns (uint256) {
+        return Math.min(pool.healthFactor(address(this)), perps.marginHealth(address(this)));
+    }
+
+    /// @notice Withdrawals are served from idle USDC only.
+    function maxWithdraw(address owner) public view override returns (uint256) {
+        return Math.min(super.maxWithdraw(owner), _usdc.balanceOf(address(this)));
+    }
+
+    function maxRedeem(address owner) public view override returns (uint256) {
+        return Math.min(super.maxRedeem(owner), convertToShares(_usdc.balanceOf(address(this))));
+    }
+
+    function maxDeposit(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxDeposit(receiver);
+    }
+
+    function maxMint(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxMint(receiver);
+    }
+
+    /// @notice Everything a keeper needs in one struct, read at one block. Never reverts on stale feeds.
+    function snapshot() external view returns (Snapshot memory snap) {
+        address self = address(this);
+        snap.blockNumber = block.number;
+        snap.timestamp = block.timestamp;
+        snap.totalAssets = totalAssets();
+        snap.totalSupply = totalSupply();
+        snap.highWaterMark = highWaterMark;
+        snap.idleUsdc = _usdc.balanceOf(self);
+        snap.debt = pool.debtOf(self);
+        snap.lendingHealth = pool.healthFactor(self);
+        snap.perpMargin = perps.marginOf(self);
+        snap.perpAccountValue = perps.accountValue(self);
+        snap.perpHealth = perps.marginHealth(self);
+        snap.health = Math.min(snap.lendingHealth, snap.perpHealth);
+        snap.leverage = _state().leverage;
+        snap.swapFeeBps = swapVenue.feeBps();
+        snap.perpFeeBps = perps.feeBps();
+        snap.maxPriceAge = maxPriceAge;
+        snap.paused = paused();
+        snap.lastActionAt = lastActionAt;
+        snap.mandate = _mandate;
+        snap.assets = new AssetSnapshot[](_assets.length);
+        for (uint256 i = 0; i < _assets.length; i++) {
+            snap.assets[i] = _assetSnapshot(_assets[i]);
+        }
+        snap.options = new OptionSnapshot[](_series.length);
+        for (uint256 i = 0; i < _series.length; i++) {
+            snap.options[i] = _optionSnapshot(_series[i]);
+        }
+    }
+
+    function supportsInterface(bytes4 interfaceId) public view override returns (bool) {
+        return super.supportsInterface(interfaceId);
+    }
+
+    // ================================================================ ERC-4626 hooks
+    function _deposit(address caller, address receiver, uint256 assets_, uint256 shares) internal override {
+        _requireFresh();
+        super._deposit(caller, receiver, assets_, shares);
+        _updateHighWaterMark();
+    }
+
+    function _withdraw(address caller, address receiver, address owner, uint256 assets_, uint256 shares)
+        internal
+        override
+    {
+        _requireFresh();
+        super._withdraw(caller, receiver, owner, assets_, shares);
+    }
+
+    // ================================================================ internal: keeper flow
+    function _begin(uint256 deadline, int256 marginDelta) private returns (State memory before, uint256 lossBudget) {
+        if (block.timestamp > deadline) revert VaultDeadlinePassed(deadline, block.timestamp);
+        _requireFresh();
+        before = _state();
+        if (marginDelta > 0) {
+            _usdc.forceApprove(address(perps), uint256(marginDelta));
+            perps.depositMargin(uint256(marginDelta));
+        }
+        lossBudget = 0;
+    }
+
+    function _end(bytes32 kind, State memory before, uint256 lossBudget, int256 marginDelta, bool isDeleverage)
+        private
+    {
+        if (marginDelta < 0) perps.withdrawMargin(uint256(-marginDelta));
+        State memory afterState = _state();
+        // NAV may fall by at most the slippage budget of the legs traded (+1 unit for rounding).
+        if (afterState.nav + lossBudget + 1 < before.nav) revert VaultNavLoss(before.nav, afterState.nav, lossBudget);
+        _checkAfter(before, afterState, isDeleverage);
+        lastActionAt = block.timestamp;
+        _updateHighWaterMark();
+        emit KeeperAction(
+            kind,
+            msg.sender,
+            before.nav,
+            afterState.nav,
+            before.health,
+            afterState.health,
+            before.leverage,
+            afterState.leverage
+        );
+    }
+
+    function _checkAfter(State memory before, State memory afterState, bool isDeleverage) private view {
+        if (isDeleverage) {
+            if (afterState.health <= before.health) {
+                revert VaultDeleverageNoImprovement(before.health, afterState.health);
+            }
+            if (afterState.leverage > before.leverage) {
+                revert VaultLeverageTooHigh(afterState.leverage, before.leverage);
+            }
+            return;
+        }
+        bool riskIncreasing = afterState.health < before.health || afterState.leverage > before.leverage;
+        if (!riskIncreasing) return;
+        if (paused()) revert VaultPausedRiskIncrease();
+        if (afterState.health < _mandate.minHealth) revert VaultHealthTooLow(afterState.health, _mandate.minHealth);
+        if (afterState.leverage > _mandate.maxLeverage) {
+            revert VaultLeverageTooHigh(afterState.leverage, _mandate.maxLeverage);
+        }
+    }
+
+    /// @dev Executes one spot leg; returns its loss budget (USDC units) under maxSlippageBps.
+    function _swap(SwapLeg calldata leg) private returns (uint256 budget) {
+        AssetConfig memory a = _asset(leg.asset);
+        uint256 price = Oracle.strictWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals, maxPriceAge);
+        uint256 slip = _mandate.maxSlippageBps;
+        if (leg.buy) {
+            uint256 idle = _usdc.balanceOf(address(this));
+            if (leg.amountIn > idle) pool.borrow(leg.amountIn - idle);
+            _usdc.forceApprove(address(swapVenue), leg.amountIn);
+            uint256 out = swapVenue.swap(address(_usdc), leg.asset, leg.amountIn, leg.minOut, address(this));
+            uint256 fair = (leg.amountIn * _usdcToWad).mulDiv(10 ** a.tokenDecimals, price);
+            _requireSlippage(leg.asset, fair, out, slip);
+            IERC20(leg.asset).forceApprove(address(pool), out);
+            pool.depositCollateral(leg.asset, out);
+            budget = leg.amountIn.mulDiv(slip, BPS, Math.Rounding.Ceil);
+        } else {
+            (uint256 proceeds,) = pool.repayWithCollateral(leg.asset, leg.amountIn, address(swapVenue), leg.minOut);
+            uint256 fairUsd = leg.amountIn.mulDiv(price, 10 ** a.tokenDecimals);
+            uint256 fair = fairUsd / _usdcToWad;
+            _requireSlippage(leg.asset, fair, proceeds, slip);
+            budget = fair.mulDiv(slip, BPS, Math.Rounding.Ceil);
+        }
+    }
+
+    /// @dev Executes perp legs; a deleverage may only shrink positions. Returns the loss budget.
+    function _tradePerps(PerpLeg[] calldata legs, bool reduceOnly) private returns (uint256 budget) {
+        if (legs.length == 0) return 0;
+        uint256 slip = _mandate.maxSlippageBps;
+        uint256 fee = perps.feeBps();
+        if (fee > slip) revert VaultSlippageExceeded(address(perps), slip, fee);
+        for (uint256 i = 0; i < legs.length; i++) {
+            PerpLeg calldata leg = legs[i];
+            AssetConfig memory a = _asset(leg.asset);
+            if (reduceOnly) {
+                (int256 size,,) = perps.positionOf(address(this), leg.asset);
+                bool shrinks = size != 0 && (size > 0) != (leg.sizeDelta > 0)
+                    && SignedMath.abs(leg.sizeDelta) <= SignedMath.abs(size);
+                if (!shrinks) revert VaultNotDeleverage(leg.asset);
+            }
+            uint256 price = Oracle.strictWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals, maxPriceAge);
+            // The vault's own bound on the fill: no worse than the oracle by maxSlippageBps.
+            uint256 bound = leg.sizeDelta > 0 ? price.mulDiv(BPS + slip, BPS) : price.mulDiv(BPS - slip, BPS);
+            uint256 limit = leg.sizeDelta > 0 ? Math.min(leg.limitPrice, bound) : Math.max(leg.limitPrice, bound);
+            perps.trade(leg.asset, leg.sizeDelta, limit);
+            uint256 notionalUsdc = SignedMath.abs(leg.sizeDelta).mulDiv(price, WAD).ceilDiv(_usdcToWad);
+            budget += notionalUsdc.mulDiv(slip, BPS, Math.Rounding.Ceil);
+        }
+    }
+
+    function _requireSlippage(address asset, uint256 fair, uint256 actual, uint256 slipBps) private pure {
+        uint256 minAcceptable = fair.mulDiv(BPS - slipBps, BPS, Math.Rounding.Ceil);
+        if (actual < minAcceptable) revert VaultSlippageExceeded(asset, minAcceptable, actual);
+    }
+
+    // ================================================================ internal: valuation
+    /// @dev NAV (USDC units, floored, ≥ 0) and Σ lending collateral value (USD WAD), latest prices.
+    function _valuation() private view returns (uint256 nav, uint256 collateralUsd) {
+        address self = address(this);
+        int256 total = int256(_usdc.balanceOf(self) * _usdcToWad);
+        for (uint256 i = 0; i < _assets.length; i++) {
+            AssetConfig memory a = _assets[i];
+            (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals);
+            uint256 unit = 10 ** a.tokenDecimals;
+            uint256 c = pool.collateralOf(self, a.token).mulDiv(price, unit);
+            collateralUsd += c;
+            total += int256(c + IERC20(a.token).balanceOf(self).mulDiv(price, unit));
+        }
+        total -= int256(pool.debtOf(self) * _usdcToWad);
+        total += perps.accountValue(self) * int256(_usdcToWad);
+        for (uint256 i = 0; i < _series.length; i++) {
+            total += _optionValue(_series[i]);
+        }
+        nav = total > 0 ? uint256(total) / _usdcToWad : 0;
+    }
+
+    function _optionValue(uint256 seriesId) private view returns (int256) {
+        (int256 size, uint256 locked) = options.positionOf(address(this), seriesId);
+        if (size == 0) return 0;
+        (uint256 mark,) = options.markPrice(seriesId);
+        uint256 markValue = SignedMath.abs(size).mulDiv(mark, WAD);
+        if (size > 0) return int256(markValue);
+        IOptionMarket.Series memory s = options.getSeries(seriesId);
+        uint256 lockedUsd;
+        if (s.isCall) {
+            AssetConfig memory a = _asset(s.underlying);
+            (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals);
+            lockedUsd = locked.mulDiv(price, 10 ** a.tokenDecimals);
+        } else {
+            lockedUsd = locked * _usdcToWad;
+        }
+        return int256(lockedUsd) - int256(markValue);
+    }
+
+    function _state() private view returns (State memory st) {
+        uint256 collateralUsd;
+        (st.nav, collateralUsd) = _valuation();
+        st.health = health();
+        st.leverage = st.nav == 0 ? type(uint256).max : collateralUsd.mulDiv(WAD, st.nav * _usdcToWad);
+    }
+
+    function _requireFresh() private view {
+        for (uint256 i = 0; i < _assets.length; i++) {
+            (, int256 answer,, uint256 updatedAt,) = AggregatorV3Interface(_assets[i].priceFeed).latestRoundData();
+            if (answer <= 0 || block.timestamp > updatedAt + maxPriceAge) {
+                revert VaultStalePrice(_assets[i].priceFeed, updatedAt, maxPriceAge);
+            }
+        }
+    }
+
+    function _assetSnapshot(AssetConfig memory a) private view returns (AssetSnapshot memory s) {
+        address self = address(this);
+        s.token = a.token;
+        s.decimals = a.tokenDecimals;
+        s.priceFeed = a.priceFeed;
+        int256 answer;
+        (s.priceRound, answer,, s.priceUpdatedAt,) = AggregatorV3Interface(a.priceFeed).latestRoundData();
+        s.price = answer > 0 ? Oracle.toWad(uint256(answer), a.priceDecimals) : 0;
+        s.volFeed = a.volFeed;
+        (s.impliedVol, s.volUpdatedAt) = Oracle.latestWad(AggregatorV3Interface(a.volFeed), a.volDecimals);
+        s.collateral = pool.collateralOf(self, a.token);
+        s.idle = IERC20(a.token).balanceOf(self);
+        (s.ltv, s.liquidationThreshold) = pool.riskParams(a.token);
+        (s.perpSize, s.perpEntryPrice, s.perpPnl) = perps.positionOf(self, a.token);
+        s.perpMaintenanceMargin = perps.maintenanceMargin(a.token);
+    }
+
+    function _optionSnapshot(uint256 seriesId) private view returns (OptionSnapshot memory o) {
+        IOptionMarket.Series memory s = options.getSeries(seriesId);
+        o.seriesId = seriesId;
+        o.underlying = s.underlying;
+        o.isCall = s.isCall;
+        o.strike = s.strike;
+        o.expiry = s.expiry;
+        (o.size, o.collateral) = options.positionOf(address(this), seriesId);
+        (o.mark, o.markUpdatedAt) = options.markPrice(seriesId);
+    }
+
+    // ================================================================ internal: bookkeeping
+    function _asset(address token) private view returns (AssetConfig memory) {
+        uint256 idx = _assetIndex[token];
+        if (idx == 0) revert VaultUnknownAsset(token);
+        return _assets[idx - 1];
+    }
+
+    /// @dev Brings `amount` of `token` to the vault's idle balance, withdrawing collateral if needed.
+    function _freeUnderlying(address token, uint256 amount) private {
+        uint256 idle = IERC20(token).balanceOf(address(this));
+        if (idle < amount) pool.withdrawCollateral(token, amount - idle, address(this));
+    }
+
+    /// @dev Idle risky tokens earn nothing and are not counted as leverage: post them as collateral.
+    function _depositIdle(address token) private {
+        uint256 idle = IERC20(token).balanceOf(address(this));
+        if (idle == 0) return;
+        IERC20(token).forceApprove(address(pool), idle);
+        pool.depositCollateral(token, idle);
+    }
+
+    function _trackSeries(uint256 seriesId) private {
+        for (uint256 i = 0; i < _series.length; i++) {
+            if (_series[i] == seriesId) return;
+        }
+        if (_series.length >= MAX_SERIES) revert VaultTooManySeries(_series.length + 1);
+        _series.push(seriesId);
+    }
+
+    function _untrackSeries(uint256 seriesId) private {
+        for (uint256 i = 0; i < _series.length; i++) {
+            if (_series[i] == seriesId) {
+                _series[i] = _series[_series.length - 1];
+                _series.pop();
+                return;
+            }
+        }
+    }
+
+    function _updateHighWaterMark() private {
+        uint256 supply = totalSupply();
+        if (supply == 0) return;
+        uint256 pps = totalAssets().mulDiv(WAD, supply);
+        if (pps > highWaterMark) {
+            emit HighWaterMarkUpdated(highWaterMark, pps);
+            highWaterMark = pps;
+        }
+    }
+
+    /// @dev Bounds of each mandate field, in struct order; a violation names the field by index
+    ///      (0 targetVol … 8 maxSlippageBps), which the keeper decodes back to its name.
+    function _validateMandate(Mandate memory m) private pure {
+        _bound(0, int256(m.targetVol), 1, 5e18);
+        _bound(1, int256(m.maxLeverage), 1e18, 10e18);
+        _bound(2, int256(m.minHealth), 1.01e18, 10e18);
+        _bound(3, m.hedgeTarget, -2e18, 2e18);
+        _bound(4, int256(m.hedgeBand), 0, 1e18);
+        _bound(5, int256(m.cppiFloor), 0, 1e18 - 1);
+        _bound(6, int256(m.cppiMultiplier), 0, 10e18);
+        _bound(7, int256(m.kellyFraction), 1, 1e18);
+        _bound(8, int256(m.maxSlippageBps), 1, 1_000);
+    }
+
+    function _bound(uint256 field, int256 value, int256 lo, int256 hi) private pure {
+        if (value < lo || value > hi) revert VaultInvalidMandate(field, value);
+    }
+}
+
+library SafeCastInt {
+    error SafeCastIntOverflow(uint256 value);
+
+    function toInt(uint256 value) internal pure returns (int256) {
+        if (value > uint256(type(int256).max)) revert SafeCastIntOverflow(value);
+        return int256(value);
+    }
+}
