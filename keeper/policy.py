@@ -1,0 +1,314 @@
+"""The decision policy: vault state + mandate + market view + costs → actions. Pure.
+
+Rules, in order, per vault:
+
+1. **Stale data** — any price or implied-vol feed of the vault older than
+   ``market.max_staleness_s``: no action at all (logged with the oldest age).
+2. **Deleverage** — binding health (min of lending and perp margin health) below
+   ``mandate.min_health``: sell collateral pro rata (proceeds repay debt) until lending health is
+   back at ``min_health + deleverage buffer`` assuming the worst accepted fill (swap fee +
+   ``max_slippage_bps``), and/or cut every perp pro rata until perp health is back there.
+   Urgency HIGH, CRITICAL below ``critical_health``. Never skipped for cost, allowed when paused.
+   A deleveraging vault gets nothing else this cycle; the next cycle sees the new state.
+3. **Paused** — nothing but deleverage.
+4. **Rebalance** — leverage (spot collateral / NAV) outside ``target ± max(abs, rel × target)``,
+   target = the most conservative of vol targeting, CPPI, fractional Kelly, ``max_leverage``,
+   the stress cut (stressed lending health >= floor), the health cap (health >=
+   ``min_health + rebalance buffer``) and the borrow (LTV) cap; trades straight to the target
+   in risk-parity weights. Sent only if the expected benefit beats gas + swap fee + slippage and
+   the venue's expected slippage is within the mandate's ``max_slippage_bps``.
+5. **Hedge** — on the post-rebalance book, per underlying, net delta vs the target
+   ``hedge_target × NAV`` split by spot exposure; underlyings outside their no-trade band
+   (max of the mandate's ``hedge_band`` and the Whalley–Wilmott width) are traded back to the
+   target with perps, scaled down if the perp margin health would fall below
+   ``min_health + rebalance buffer``; sent only if the benefit beats gas + perp fees.
+
+Expected benefit model (USD, over ``params.horizon_s``): the certainty-equivalent cost of
+carrying a USD exposure error vector e against the target, ``κ·h/(2·NAV) · eᵀΣe`` with Σ the
+forecast covariance and κ the relative risk aversion; a rebalance or hedge is worth the
+reduction of this cost. A deleverage reports the reduction of the expected liquidation penalty.
+
+Hysteresis without memory: triggers and targets are different points. A deleverage restores
+health *above* its trigger; risk-increasing moves stop further above it still (so a rebalance
+can never re-trigger a deleverage); rebalances and hedges trade to the band's *centre*, so the
+next cycle starts well inside the band. ``decide`` keeps no state between calls.
+
+Volatility: GARCH(1,1) when a history has >= ``GARCH_MIN_RETURNS`` returns, else EWMA (>=
+``EWMA_MIN_RETURNS``), else the implied vol; the method is in each action's ``inputs``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import fields
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from keeper.errors import RiskInputError
+from keeper.risk.actions import Action, ActionKind, InputValue, Urgency
+from keeper.risk.assess import Assessment, assess_book
+from keeper.risk.book import pack
+from keeper.risk.forecast import MarketForecast, build_forecast
+from keeper.risk.params import PolicyParams
+from keeper.risk.types import Costs, Mandate, MarketView, VaultState
+
+logger = logging.getLogger(__name__)
+
+#: Legs smaller than this (token units) are rounding noise, not trades.
+MIN_LEG_UNITS: float = 1e-12
+
+DEFAULT_PARAMS = PolicyParams()
+
+__all__ = [
+    "Action", "ActionKind", "Urgency", "assess_batch", "decide", "decide_batch",
+]
+
+
+def _check_forecast(market: MarketView, forecast: MarketForecast | None,
+                    params: PolicyParams) -> MarketForecast:
+    if forecast is None:
+        return build_forecast(market, params)
+    if forecast.now != market.now or forecast.risk_free_rate != market.risk_free_rate:
+        raise RiskInputError(
+            f"forecast: built for now={forecast.now}, not for the market view at {market.now}"
+        )
+    return forecast
+
+
+def assess_batch(states: Sequence[VaultState], mandates: Sequence[Mandate], market: MarketView,
+                 costs: Costs, params: PolicyParams = DEFAULT_PARAMS,
+                 forecast: MarketForecast | None = None) -> Assessment:
+    """Vectorised assessment of many vaults (see `keeper.risk.assess`)."""
+    fc = _check_forecast(market, forecast, params)
+    return assess_book(pack(states, mandates), market, fc, costs, params)
+
+
+def decide_batch(states: Sequence[VaultState], mandates: Sequence[Mandate], market: MarketView,
+                 costs: Costs, params: PolicyParams = DEFAULT_PARAMS,
+                 forecast: MarketForecast | None = None) -> list[list[Action]]:
+    """`decide` for many vaults of one market at once; same actions, vectorised numerics.
+
+    Pass ``forecast`` (from `keeper.risk.forecast.build_forecast`) to share the per-market fits
+    across calls of one tick; otherwise they are fitted here.
+    """
+    if not states:
+        return []
+    a = assess_batch(states, mandates, market, costs, params, forecast)
+    return _all_actions(a, params, costs)
+
+
+def decide(state: VaultState, mandate: Mandate, market: MarketView, costs: Costs,
+           params: PolicyParams = DEFAULT_PARAMS,
+           forecast: MarketForecast | None = None) -> list[Action]:
+    """Actions for one vault now: [] (inside every band, stale data, not worth the cost), a
+    single DELEVERAGE, or a REBALANCE and/or a HEDGE — in the order they should be sent.
+
+    Pure: same inputs, same actions; no memory between calls. ``market.max_staleness_s`` is the
+    operator's staleness limit. Without ``forecast`` the per-market fits (GARCH, Student-t,
+    correlation; tens of ms) run inside this call — pass one per tick when deciding for several
+    vaults, or use `decide_batch`. Raises `RiskInputError` on inconsistent inputs.
+    """
+    return decide_batch([state], [mandate], market, costs, params, forecast)[0]
+
+
+# --- building actions from one row of the assessment ------------------------------------
+# Rows are read from plain lists (one ``tolist`` per array per batch): indexing numpy scalars
+# one by one costs more than the whole vectorised assessment.
+
+Rows = dict[str, list[Any]]
+
+_HEDGE_KEYS = ("net_delta", "net_delta_post_rebalance", "target_delta", "delta_gap_usd",
+               "band_usd", "ww_half_width", "gamma")
+
+
+def _rows(a: Assessment, idx: np.ndarray) -> Rows:
+    """Plain-list rows of every per-vault array, for the vaults in ``idx`` only (row i of each
+    list is vault ``idx[i]``)."""
+    out: Rows = {}
+    for f in fields(a):
+        value = getattr(a, f.name)
+        if isinstance(value, np.ndarray):
+            out[f.name] = value[idx].tolist()
+    for name, arr in a.book.mandate.items():
+        out[f"mandate.{name}"] = arr[idx].tolist()
+    for name in ("has", "price", "nav", "paused"):
+        out[f"book.{name}"] = getattr(a.book, name)[idx].tolist()
+    out["book.addresses"] = [a.book.addresses[v] for v in idx.tolist()]
+    out["book.blocks"] = [a.book.blocks[v] for v in idx.tolist()]
+    return out
+
+
+def _legs(a: Assessment, r: Rows, key: str, v: int) -> MappingProxyType[str, float]:
+    row, has = r[key][v], r["book.has"][v]
+    return MappingProxyType({u: row[j] for j, u in enumerate(a.book.underlyings)
+                             if has[j] and abs(row[j]) > MIN_LEG_UNITS})
+
+
+@functools.lru_cache(maxsize=64)
+def _keys(prefixes: tuple[str, ...], underlying: str) -> tuple[str, ...]:
+    return tuple(f"{p}.{underlying}" for p in prefixes)
+
+
+def _common(a: Assessment, r: Rows, v: int) -> dict[str, InputValue]:
+    out: dict[str, InputValue] = {
+        "block": float(r["book.blocks"][v]),
+        "nav_usd": r["book.nav"][v],
+        "lending_health": r["lending_health"][v],
+        "perp_health": r["perp_health"][v],
+        "binding_health": r["binding_health"][v],
+        "min_health": r["mandate.min_health"][v],
+        "leverage": r["leverage"][v],
+    }
+    sigma, has = r["sigma"][v], r["book.has"][v]
+    for j, u in enumerate(a.book.underlyings):
+        if has[j]:
+            k_vol, k_method = _keys(("vol", "vol_method"), u)
+            out[k_vol] = sigma[j]
+            out[k_method] = a.vol_methods[j]
+    return out
+
+
+def _deleverage(a: Assessment, r: Rows, v: int, params: PolicyParams, costs: Costs) -> Action:
+    binding, min_h = r["binding_health"][v], r["mandate.min_health"][v]
+    inputs = _common(a, r, v)
+    inputs.update({
+        "target_health": r["delev_target_health"][v],
+        "lending_health_after": r["delev_lending_after"][v],
+        "perp_health_after": r["delev_perp_after"][v],
+        "worst_fill_bps": costs.swap_fee_bps + r["mandate.max_slippage_bps"][v],
+        "cost_usd": r["delev_cost"][v],
+    })
+    venues = [name for name in ("lending", "perp") if r[f"{name}_health"][v] < min_h]
+    urgency = Urgency.CRITICAL if binding < params.critical_health else Urgency.HIGH
+    return Action(
+        kind=ActionKind.DELEVERAGE, vault=r["book.addresses"][v], urgency=urgency,
+        expected_benefit_usd=r["delev_benefit"][v], expected_cost_usd=r["delev_cost"][v],
+        reason=f"{'+'.join(venues)} health {binding:.3f} < min {min_h:.3f}",
+        inputs=MappingProxyType(inputs), spot_legs=_legs(a, r, "delev_spot", v),
+        perp_legs=_legs(a, r, "delev_perp", v),
+    )
+
+
+def _rebalance(a: Assessment, r: Rows, v: int) -> Action:
+    lev, tgt, band = r["leverage"][v], r["target_leverage"][v], r["rebalance_band"][v]
+    inputs = _common(a, r, v)
+    inputs.update({
+        "target_leverage": tgt,
+        "band": band,
+        "lev_vol_target": r["lev_vol"][v],
+        "lev_cppi": r["lev_cppi"][v],
+        "lev_kelly": r["lev_kelly"][v],
+        "lev_max": r["mandate.max_leverage"][v],
+        "lev_stress": r["lev_stress"][v],
+        "lev_health": r["lev_health"][v],
+        "lev_borrow": r["lev_borrow"][v],
+        "basket_vol": r["basket_vol"][v],
+        "cost_usd": r["rebalance_cost"][v],
+    })
+    weights, shock, has = r["weights"][v], r["shock"][v], r["book.has"][v]
+    for j, u in enumerate(a.book.underlyings):
+        if has[j]:
+            k_w, k_s = _keys(("weight", "stress_shock"), u)
+            inputs[k_w] = weights[j]
+            inputs[k_s] = shock[j]
+    return Action(
+        kind=ActionKind.REBALANCE, vault=r["book.addresses"][v],
+        urgency=Urgency.NORMAL if tgt < lev else Urgency.LOW,
+        expected_benefit_usd=r["rebalance_benefit"][v],
+        expected_cost_usd=r["rebalance_cost"][v],
+        reason=f"leverage {lev:.3f} outside {tgt:.3f} ± {band:.3f}",
+        inputs=MappingProxyType(inputs), spot_legs=_legs(a, r, "rebalance_legs", v),
+    )
+
+
+def _hedge(a: Assessment, r: Rows, v: int) -> Action:
+    inputs = _common(a, r, v)
+    inputs.update({
+        "hedge_target": r["mandate.hedge_target"][v],
+        "hedge_scale": r["hedge_scale"][v],
+        "cost_usd": r["hedge_cost"][v],
+    })
+    has, price = r["book.has"][v], r["book.price"][v]
+    net, post, tgt = r["net_delta"][v], r["net_delta_post"][v], r["target_delta"][v]
+    band, ww, gamma = r["band_usd"][v], r["ww_units"][v], r["gamma"][v]
+    worst, worst_ratio = "", -1.0
+    for j, u in enumerate(a.book.underlyings):
+        if not has[j]:
+            continue
+        gap = (post[j] - tgt[j]) * price[j]
+        keys = _keys(_HEDGE_KEYS, u)
+        for key, value in zip(keys, (net[j], post[j], tgt[j], gap, band[j], ww[j], gamma[j]),
+                              strict=True):
+            inputs[key] = value
+        ratio = abs(gap) / band[j] if band[j] > 0 else math.inf
+        if ratio > worst_ratio:
+            worst, worst_ratio = u, ratio
+    return Action(
+        kind=ActionKind.HEDGE, vault=r["book.addresses"][v], urgency=Urgency.NORMAL,
+        expected_benefit_usd=r["hedge_benefit"][v], expected_cost_usd=r["hedge_cost"][v],
+        reason=f"net delta off target by {worst_ratio:.2f}× the band ({worst})",
+        inputs=MappingProxyType(inputs), perp_legs=_legs(a, r, "hedge_legs", v),
+    )
+
+
+def _why_not(r: Rows, v: int) -> str:
+    if r["book.paused"][v]:
+        return "paused"
+    if r["book.nav"][v] <= 0:
+        return "nav is zero"
+    reasons = []
+    if not r["rebalance_out"][v]:
+        reasons.append("leverage inside band")
+    elif not r["slippage_ok"][v]:
+        reasons.append("rebalance: expected slippage above mandate max")
+    else:
+        reasons.append(f"rebalance: benefit {r['rebalance_benefit'][v]:.2f} <= cost "
+                       f"{r['rebalance_cost'][v]:.2f}")
+    if not r["hedge_out"][v]:
+        reasons.append("delta inside band")
+    else:
+        reasons.append(f"hedge: benefit {r['hedge_benefit'][v]:.2f} vs cost "
+                       f"{r['hedge_cost'][v]:.2f}, margin scale {r['hedge_scale'][v]:.2f}")
+    return "; ".join(reasons)
+
+
+def _all_actions(a: Assessment, params: PolicyParams, costs: Costs) -> list[list[Action]]:
+    out: list[list[Action]] = [[] for _ in range(a.book.n_vaults)]
+    debug = logger.isEnabledFor(logging.DEBUG)
+    info = logger.isEnabledFor(logging.INFO)
+    # Only vaults that act or must be logged are read row by row.
+    wanted = np.ones(a.book.n_vaults, dtype=bool) if debug else (
+        a.deleverage | a.rebalance | a.hedge | a.stale)
+    idx = np.flatnonzero(wanted)
+    if idx.size == 0:
+        return out
+    r = _rows(a, idx)
+    for i, v in enumerate(idx.tolist()):
+        vault = r["book.addresses"][i]
+        if r["stale"][i]:
+            logger.warning("vault %s block %d: no action, stale feed (oldest %.0f s old)",
+                           vault, r["book.blocks"][i], r["oldest_feed_age_s"][i])
+            continue
+        actions = out[v]
+        if r["deleverage"][i]:
+            actions.append(_deleverage(a, r, i, params, costs))
+        else:
+            if r["rebalance"][i]:
+                actions.append(_rebalance(a, r, i))
+            if r["hedge"][i]:
+                actions.append(_hedge(a, r, i))
+        if actions and info:
+            for act in actions:
+                logger.info("vault %s: %s (%s) urgency=%s benefit=%.2f cost=%.2f inputs=%s",
+                            vault, act.kind.value, act.reason, act.urgency.name,
+                            act.expected_benefit_usd, act.expected_cost_usd, dict(act.inputs))
+        elif not actions and debug:
+            logger.debug("vault %s block %d: no action (%s); health=%.4f leverage=%.4f "
+                         "target=%.4f", vault, r["book.blocks"][i], _why_not(r, i),
+                         r["binding_health"][i], r["leverage"][i], r["target_leverage"][i])
+    return out

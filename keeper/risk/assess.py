@@ -1,0 +1,338 @@
+"""Vectorised assessment of many vaults at once: every number the decision rules need.
+
+One `Book` (V vaults × U underlyings × O options) goes through numpy in a fixed number of array
+operations, so assessing 1 000 vaults costs about as much as assessing a handful. The scalar
+`keeper.policy.decide` is the same code on a book of one, so the two paths cannot disagree.
+
+Models (all USD, annualised vols, horizons in years inside):
+
+- tracking cost of a USD exposure error vector e over the horizon h: ``κ·h/(2·NAV) · eᵀΣe``
+  (the certainty-equivalent cost of variance with relative risk aversion κ); the expected
+  benefit of a rebalance or hedge is the reduction of this cost;
+- deleverage benefit: reduction of the expected liquidation penalty,
+  ``penalty × value × P(health falls below 1 within h)``, P from a lognormal move of the
+  basket (informational: a deleverage is never skipped for cost).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+from keeper.risk.allocation import (
+    borrow_leverage_cap,
+    cppi_leverage,
+    effective_cap,
+    health_leverage_cap,
+    kelly_leverage,
+    most_conservative,
+    risk_parity_weights,
+    vol_target_leverage,
+)
+from keeper.risk.book import Book
+from keeper.risk.forecast import MarketForecast, implied_shock
+from keeper.risk.greeks import black_scholes
+from keeper.risk.hedging import no_trade_band_usd, target_delta_units, whalley_wilmott_half_width
+from keeper.risk.params import PolicyParams
+from keeper.risk.types import SECONDS_PER_YEAR, Costs, MarketView
+from keeper.risk.validation import BoolArray, FloatArray
+
+logger = logging.getLogger(__name__)
+
+#: Bisection steps for the margin-limited hedge scale: 2^-30 of the full size is plenty.
+HEDGE_SCALE_BISECTIONS: int = 30
+#: One basis point as a fraction (fees and slippage arrive in bps).
+BPS: float = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Everything assessed for a book; arrays are (V,) or (V, U) as named in comments."""
+
+    book: Book
+    vol_methods: tuple[str, ...]
+    # --- (V,) --------------------------------------------------------------------------
+    stale: BoolArray
+    oldest_feed_age_s: FloatArray
+    lending_health: FloatArray
+    perp_health: FloatArray
+    binding_health: FloatArray
+    leverage: FloatArray
+    collateral_usd: FloatArray
+    basket_vol: FloatArray
+    lev_vol: FloatArray
+    lev_cppi: FloatArray
+    lev_kelly: FloatArray
+    lev_stress: FloatArray
+    lev_health: FloatArray
+    lev_borrow: FloatArray
+    target_leverage: FloatArray
+    deleverage: BoolArray
+    delev_target_health: FloatArray
+    delev_lending_after: FloatArray
+    delev_perp_after: FloatArray
+    delev_benefit: FloatArray
+    delev_cost: FloatArray
+    rebalance_band: FloatArray
+    rebalance_out: BoolArray
+    rebalance: BoolArray
+    rebalance_benefit: FloatArray
+    rebalance_cost: FloatArray
+    slippage_ok: BoolArray
+    hedge_out: BoolArray
+    hedge: BoolArray
+    hedge_scale: FloatArray
+    hedge_benefit: FloatArray
+    hedge_cost: FloatArray
+    can_trade: BoolArray
+    # --- (V, U) ------------------------------------------------------------------------
+    sigma: FloatArray
+    shock: FloatArray
+    weights: FloatArray
+    gamma: FloatArray
+    net_delta: FloatArray
+    net_delta_post: FloatArray
+    target_delta: FloatArray
+    band_usd: FloatArray
+    ww_units: FloatArray
+    delev_spot: FloatArray
+    delev_perp: FloatArray
+    rebalance_legs: FloatArray
+    hedge_legs: FloatArray
+
+
+@functools.lru_cache(maxsize=256)
+def _rp_weights(sigmas: tuple[float, ...], corr: tuple[tuple[float, ...], ...],
+                cap: float) -> tuple[float, ...]:
+    s = np.array(sigmas)
+    if np.any(s <= 0.0):
+        return tuple([1.0 / len(s)] * len(s))
+    cov = np.array(corr) * np.outer(s, s)
+    return tuple(float(w) for w in risk_parity_weights(cov, effective_cap(cap, len(s))))
+
+
+def _weights(has: BoolArray, sigma: FloatArray, corr: FloatArray, cap: float) -> FloatArray:
+    """Risk-parity weights per vault over the underlyings it holds (cached per distinct row)."""
+    out = np.zeros(sigma.shape)
+    keys = np.concatenate((has.astype(np.float64), sigma), axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    n_u = has.shape[1]
+    for row_i, row in enumerate(uniq):
+        idx = np.flatnonzero(row[:n_u] > 0.5)
+        if idx.size == 0:
+            continue
+        sub = corr[np.ix_(idx, idx)]
+        w = _rp_weights(tuple(row[n_u:][idx].tolist()),
+                        tuple(tuple(r) for r in sub.tolist()), cap)
+        out[np.ix_(inverse.ravel() == row_i, idx)] = w
+    return out
+
+
+def _quad(x: FloatArray, cov: FloatArray) -> FloatArray:
+    out: FloatArray = np.einsum("vi,vij,vj->v", x, cov, x)
+    return out
+
+
+def _p_below_one(health: FloatArray, vol_h: FloatArray) -> FloatArray:
+    """P(health < 1 after a lognormal move with stdev vol_h), health ∝ price."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.log(1.0 / health) / np.where(vol_h > 0, vol_h, 1.0)
+    p = ndtr(z)
+    p = np.where(vol_h > 0, p, (health < 1.0).astype(np.float64))
+    return np.where(np.isinf(health), 0.0, p)
+
+
+def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs: Costs,
+                params: PolicyParams) -> Assessment:
+    """Assess every vault of ``book``; pure, vectorised over vaults."""
+    m = book.mandate
+    has, price, nav = book.has, book.price, book.nav
+    n_u = len(book.underlyings)
+    hz = params.horizon_s / SECONDS_PER_YEAR
+    now = float(market.now)
+
+    # Staleness: any price or IV feed the vault depends on.
+    age = np.where(has, now - np.minimum(book.price_at, book.iv_at), -np.inf)
+    oldest = age.max(axis=1, initial=-np.inf)
+    stale = oldest > market.max_staleness_s
+
+    # Valuation and health (the contract's definitions).
+    coll_usd = book.coll * price * has
+    coll_value = coll_usd.sum(axis=1)
+    lt_value = (coll_usd * book.lt).sum(axis=1)
+    debt = book.debt
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lending = np.where(debt > 0, lt_value / np.where(debt > 0, debt, 1.0), np.inf)
+        notional = np.abs(book.perp_size) * price
+        mm_frac = np.where(np.isnan(book.perp_mm), params.default_perp_maintenance, book.perp_mm)
+        maint = (notional * mm_frac).sum(axis=1)
+        equity = book.margin + book.perp_upnl.sum(axis=1)
+        perp = np.where(maint > 0, equity / np.where(maint > 0, maint, 1.0), np.inf)
+        leverage = np.where(nav > 0, coll_value / np.where(nav > 0, nav, 1.0),
+                            np.where(coll_value > 0, np.inf, 0.0))
+    binding = np.minimum(lending, perp)
+
+    # Greeks: every option of every vault in one call.
+    gamma = np.zeros(has.shape)
+    opt_delta = np.zeros(has.shape)
+    if book.opt_size.size:
+        spot = np.take_along_axis(price, book.opt_u, axis=1)
+        g = black_scholes(spot, book.opt_strike, (book.opt_expiry - now) / SECONDS_PER_YEAR,
+                          market.risk_free_rate, book.opt_iv, book.opt_call)
+        for j in range(n_u):
+            on_j = book.opt_u == j
+            opt_delta[:, j] = np.sum(g.delta * book.opt_size * on_j, axis=1)
+            gamma[:, j] = np.sum(g.gamma * book.opt_size * on_j, axis=1)
+    net_delta = (book.coll + book.idle + book.perp_size + opt_delta) * has
+
+    # Volatility, correlation, covariance per vault.
+    names = book.underlyings
+    fc_vol = np.array([forecast.vols[u].vol if u in forecast.vols else np.nan for u in names])
+    sigma = np.where(has, np.where(np.isnan(fc_vol), book.iv, fc_vol), 0.0)
+    vol_methods = tuple(forecast.vols[u].method.value if u in forecast.vols else "implied"
+                        for u in names)
+    corr = np.array([[forecast.correlation(a, b) for b in names] for a in names]).reshape(n_u, n_u)
+    cov = sigma[:, :, None] * sigma[:, None, :] * corr
+    weights = _weights(has, sigma, corr, params.max_asset_weight)
+    basket_var = _quad(weights, cov)
+    basket_vol = np.sqrt(basket_var)
+    fc_shock = np.array([forecast.shocks.get(u, np.nan) for u in names])
+    iv_shock = implied_shock(book.iv, params)
+    shock = np.where(has, np.where(np.isnan(fc_shock), iv_shock, fc_shock), 0.0)
+
+    # Target leverage: the most conservative of the mandate's rules.
+    hwm = np.array([market.nav_high_water_usd.get(a, 0.0) for a in book.addresses])
+    drifts = np.array([forecast.expected_returns.get(u, np.nan) for u in names])
+    excess = np.nansum(weights * drifts, axis=1) - market.risk_free_rate
+    missing_drift = np.any(has & np.isnan(drifts), axis=1)
+    lending_equity = coll_value - debt + (book.idle_usdc if params.fund_buys_from_idle else 0.0)
+    lev_vol = vol_target_leverage(m["target_vol"], basket_vol)
+    lev_cppi = cppi_leverage(nav, hwm, m["cppi_floor"], m["cppi_multiplier"])
+    lev_kelly = kelly_leverage(np.where(missing_drift, np.nan, excess), basket_var,
+                               m["kelly_fraction"])
+    lev_stress = health_leverage_cap(nav, lending_equity,
+                                     (weights * (1.0 - shock) * book.lt).sum(axis=1),
+                                     params.stress_health_floor)
+    lev_health = health_leverage_cap(nav, lending_equity, (weights * book.lt).sum(axis=1),
+                                     m["min_health"] + params.rebalance_health_buffer)
+    lev_borrow = borrow_leverage_cap(nav, lending_equity, (weights * book.ltv).sum(axis=1))
+    target_lev = most_conservative(lev_vol, lev_cppi, lev_kelly, m["max_leverage"], lev_stress,
+                                   lev_health, lev_borrow)
+
+    # Deleverage: sells pro rata until health is back at min_health + buffer (worst fill).
+    swap_exp = (costs.swap_fee_bps + costs.swap_slippage_bps) * BPS
+    swap_worst = (costs.swap_fee_bps + m["max_slippage_bps"]) * BPS
+    perp_fee = costs.perp_fee_bps * BPS
+    min_h = m["min_health"]
+    h_t = min_h + params.deleverage_health_buffer
+    lend_low = lending < min_h
+    perp_low = perp < min_h
+    deleverage = ~stale & (lend_low | perp_low)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        den = h_t * coll_value * (1.0 - swap_worst) - lt_value
+        f = np.where(den > 0, (h_t * debt - lt_value) / np.where(den > 0, den, 1.0), 1.0)
+        f = np.where(lend_low, np.clip(f, 0.0, 1.0), 0.0)
+        rem = debt - f * coll_value * (1.0 - swap_worst)
+        lending_after = np.where(rem > 0, lt_value * (1 - f) / np.where(rem > 0, rem, 1), np.inf)
+        total_notional = notional.sum(axis=1)
+        den_p = h_t * maint - total_notional * perp_fee
+        gcut = np.where(den_p > 0, (h_t * maint - equity) / np.where(den_p > 0, den_p, 1), 1.0)
+        gcut = np.where(perp_low, np.clip(gcut, 0.0, 1.0), 0.0)
+        left = (1.0 - gcut) * maint
+        perp_after = np.where(left > 0, (equity - gcut * total_notional * perp_fee)
+                              / np.where(left > 0, left, 1.0), np.inf)
+    cur_w = np.where(coll_value[:, None] > 0, coll_usd / np.where(coll_value > 0, coll_value,
+                                                                   1.0)[:, None], weights)
+    vol_h = np.sqrt(_quad(cur_w, cov) * hz)
+    pen = params.liquidation_penalty
+    delev_benefit = pen * (coll_value * (_p_below_one(lending, vol_h)
+                                         - (1 - f) * _p_below_one(lending_after, vol_h))
+                           + total_notional * (_p_below_one(perp, vol_h)
+                                               - (1 - gcut) * _p_below_one(perp_after, vol_h)))
+    delev_cost = (costs.gas_price_usd_per_gas * costs.gas_units_deleverage
+                  + f * coll_value * swap_exp + gcut * total_notional * perp_fee)
+    delev_spot = -f[:, None] * book.coll * has
+    delev_perp = -gcut[:, None] * book.perp_size * has
+
+    # Rebalance: leverage outside its band → trade to the target (risk-parity weights).
+    can_trade = ~stale & ~book.paused & ~deleverage & (nav > 0)
+    band = np.maximum(params.rebalance_band_abs, params.rebalance_band_rel * target_lev)
+    out = np.abs(leverage - target_lev) > band
+    target_usd = target_lev[:, None] * nav[:, None] * weights
+    err = coll_usd - target_usd
+    legs = -err / price * has
+    kappa = params.risk_aversion
+    safe_nav = np.where(nav > 0, nav, 1.0)
+    reb_benefit = kappa * hz / (2.0 * safe_nav) * _quad(err, cov)
+    reb_cost = (costs.gas_price_usd_per_gas * costs.gas_units_rebalance
+                + np.abs(err).sum(axis=1) * swap_exp)
+    slippage_ok = costs.swap_slippage_bps <= m["max_slippage_bps"]
+    rebalance = can_trade & out & slippage_ok & (reb_benefit > reb_cost)
+    rebalance_legs = np.where(rebalance[:, None], legs, 0.0)
+
+    # Hedge, on the post-rebalance book: net delta back to the mandate's target per underlying.
+    coll_post = book.coll + rebalance_legs
+    net_post = net_delta + rebalance_legs
+    post_usd = coll_post * price * has
+    post_total = post_usd.sum(axis=1)
+    n_has = np.maximum(has.sum(axis=1), 1)
+    w_exp = np.where(post_total[:, None] > 0,
+                     post_usd / np.where(post_total > 0, post_total, 1.0)[:, None],
+                     has / n_has[:, None])
+    target_units = target_delta_units(m["hedge_target"][:, None], nav[:, None], w_exp, price)
+    dev_units = (net_post - target_units) * has
+    dev_usd = dev_units * price
+    ww = whalley_wilmott_half_width(gamma, price, perp_fee, kappa / safe_nav[:, None]) * has
+    band_usd = no_trade_band_usd(m["hedge_band"][:, None], nav[:, None], ww, price)
+    out_u = has & (np.abs(dev_usd) > band_usd)
+    full = np.where(out_u, -dev_units, 0.0)
+    hedge_fee = (np.abs(full) * price).sum(axis=1) * perp_fee
+
+    def perp_health_at(k: FloatArray) -> FloatArray:
+        mm_k = (np.abs(book.perp_size + k[:, None] * full) * price * mm_frac).sum(axis=1)
+        eq_k = equity - k * hedge_fee
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(mm_k > 0, eq_k / np.where(mm_k > 0, mm_k, 1.0), np.inf)
+
+    thr = min_h + params.rebalance_health_buffer
+    ones = np.ones(book.n_vaults)
+    h_full = perp_health_at(ones)
+    fits = (h_full >= thr) | (h_full >= perp)
+    scale = ones.copy()
+    if not np.all(fits):
+        lo, hi = np.zeros(book.n_vaults), ones.copy()
+        for _ in range(HEDGE_SCALE_BISECTIONS):
+            mid = 0.5 * (lo + hi)
+            ok = perp_health_at(mid) >= thr
+            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+        scale = np.where(fits, 1.0, lo)
+    hedge_legs = scale[:, None] * full
+    dev_after = dev_usd + hedge_legs * price
+    hedge_benefit = kappa * hz / (2.0 * safe_nav) * (_quad(dev_usd, cov) - _quad(dev_after, cov))
+    hedge_cost = costs.gas_price_usd_per_gas * costs.gas_units_hedge + scale * hedge_fee
+    hedge_any: BoolArray = np.asarray(out_u.any(axis=1), dtype=bool)
+    hedge = (can_trade & hedge_any & (scale >= params.min_hedge_scale)
+             & (hedge_benefit > hedge_cost))
+    hedge_legs = np.where(hedge[:, None], hedge_legs, 0.0)
+
+    return Assessment(
+        book=book, vol_methods=vol_methods, stale=stale, oldest_feed_age_s=oldest,
+        lending_health=lending, perp_health=perp, binding_health=binding, leverage=leverage,
+        collateral_usd=coll_value, basket_vol=basket_vol, lev_vol=lev_vol, lev_cppi=lev_cppi,
+        lev_kelly=lev_kelly, lev_stress=lev_stress, lev_health=lev_health, lev_borrow=lev_borrow,
+        target_leverage=target_lev, deleverage=deleverage,
+        delev_target_health=h_t, delev_lending_after=lending_after,
+        delev_perp_after=perp_after, delev_benefit=delev_benefit, delev_cost=delev_cost,
+        rebalance_band=band, rebalance_out=out, rebalance=rebalance,
+        rebalance_benefit=reb_benefit, rebalance_cost=reb_cost,
+        slippage_ok=np.broadcast_to(slippage_ok, nav.shape), hedge_out=hedge_any, hedge=hedge,
+        hedge_scale=scale, hedge_benefit=hedge_benefit, hedge_cost=hedge_cost,
+        can_trade=can_trade, sigma=sigma, shock=shock, weights=weights, gamma=gamma,
+        net_delta=net_delta, net_delta_post=net_post, target_delta=target_units,
+        band_usd=band_usd, ww_units=ww, delev_spot=delev_spot, delev_perp=delev_perp,
+        rebalance_legs=rebalance_legs, hedge_legs=hedge_legs,
+    )

@@ -1,0 +1,85 @@
+"""The policy's own tuning (not the mandate's): horizons, buffers, bands, risk aversion.
+
+Defaults are module constants with the reason beside each; an operator may pass a different
+`PolicyParams` to `keeper.policy.decide`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from keeper.risk.validation import at_least, in_range
+
+logger = logging.getLogger(__name__)
+
+#: Benefit horizon: a deviation left alone persists until the next trade, typically days. With
+#: σ 0.5, κ 4 and 40 bps swap costs, one week makes a 50 %-of-NAV leverage miss worth fixing and
+#: a 5 % one not; perps (5 bps) make a 5 % delta miss roughly break-even.
+HORIZON_S: float = 7 * 86_400.0
+#: Relative risk aversion κ (certainty-equivalent cost of variance = κ/(2·NAV)·Var in USD);
+#: 2–10 is the range surveyed in the asset-pricing literature, 4 sits in its middle.
+RISK_AVERSION: float = 4.0
+#: Stress scenarios are one-day moves: what can happen before an operator can react.
+STRESS_HORIZON_S: float = 86_400.0
+#: Never stress by less than this joint fall, however calm the history (2022-style days).
+STRESS_MIN_SHOCK: float = 0.10
+#: Stressed health must stay at or above this (1 plus a buffer for liquidation-bonus slippage).
+STRESS_HEALTH_FLOOR: float = 1.05
+#: Deleverage restores health to min_health + this, so one noisy tick does not re-trigger it.
+DELEVERAGE_HEALTH_BUFFER: float = 0.05
+#: Risk-increasing moves keep health >= min_health + this; it must exceed the deleverage
+#: buffer or a rebalance could undo a deleverage and flip every cycle.
+REBALANCE_HEALTH_BUFFER: float = 0.10
+#: Below this binding health a deleverage is CRITICAL (liquidation is one bad block away).
+CRITICAL_HEALTH: float = 1.05
+#: Leverage no-trade half-width: max(abs, rel × target); vol forecasts move the target daily.
+REBALANCE_BAND_ABS: float = 0.10
+REBALANCE_BAND_REL: float = 0.10
+#: Per-asset cap in risk-parity weights (raised to 1/n when fewer assets make it infeasible).
+MAX_ASSET_WEIGHT: float = 0.60
+#: Lending liquidation bonus paid out of the vault's collateral on liquidation (Aave-like 5 %).
+LIQUIDATION_PENALTY: float = 0.05
+#: Maintenance fraction assumed for a perp market the vault has no position in yet.
+DEFAULT_PERP_MAINTENANCE: float = 0.05
+#: A hedge scaled below this fraction of its full size (margin-limited) is not worth sending.
+MIN_HEDGE_SCALE: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyParams:
+    """Operator-side policy tuning; see the module constants for why each default."""
+
+    horizon_s: float = HORIZON_S
+    risk_aversion: float = RISK_AVERSION
+    stress_horizon_s: float = STRESS_HORIZON_S
+    stress_min_shock: float = STRESS_MIN_SHOCK
+    stress_health_floor: float = STRESS_HEALTH_FLOOR
+    deleverage_health_buffer: float = DELEVERAGE_HEALTH_BUFFER
+    rebalance_health_buffer: float = REBALANCE_HEALTH_BUFFER
+    critical_health: float = CRITICAL_HEALTH
+    rebalance_band_abs: float = REBALANCE_BAND_ABS
+    rebalance_band_rel: float = REBALANCE_BAND_REL
+    max_asset_weight: float = MAX_ASSET_WEIGHT
+    liquidation_penalty: float = LIQUIDATION_PENALTY
+    default_perp_maintenance: float = DEFAULT_PERP_MAINTENANCE
+    min_hedge_scale: float = MIN_HEDGE_SCALE
+    #: True: a positive spot leg spends idle USDC before borrowing (counts it as equity).
+    fund_buys_from_idle: bool = True
+
+    def __post_init__(self) -> None:
+        at_least("horizon_s", self.horizon_s, 1.0)
+        at_least("risk_aversion", self.risk_aversion, 1e-9)
+        at_least("stress_horizon_s", self.stress_horizon_s, 1.0)
+        in_range("stress_min_shock", self.stress_min_shock, 0.0, 0.95)
+        at_least("stress_health_floor", self.stress_health_floor, 1.0)
+        at_least("deleverage_health_buffer", self.deleverage_health_buffer, 0.0)
+        at_least("rebalance_health_buffer", self.rebalance_health_buffer,
+                 self.deleverage_health_buffer)
+        at_least("critical_health", self.critical_health, 1.0)
+        at_least("rebalance_band_abs", self.rebalance_band_abs, 0.0)
+        at_least("rebalance_band_rel", self.rebalance_band_rel, 0.0)
+        in_range("max_asset_weight", self.max_asset_weight, 0.0, 1.0)
+        in_range("liquidation_penalty", self.liquidation_penalty, 0.0, 1.0)
+        in_range("default_perp_maintenance", self.default_perp_maintenance, 0.0, 1.0)
+        in_range("min_hedge_scale", self.min_hedge_scale, 0.0, 1.0)

@@ -1,0 +1,292 @@
+"""The decision policy, one branch at a time, with numbers worked out by hand.
+
+Default vault (conftest): 750 ETH at 2 000 (1.5M) as collateral, 0.5M debt, NAV 1.0M, so
+leverage 1.5 and lending health 1.5M × 0.80 / 0.5M = 2.4. No price history: vol = implied 0.50.
+Default mandate: target vol 0.75 → vol-target leverage 1.5; CPPI 4 × (1 − 0.5) = 2.0; health cap
+1.35 × 1.0M / (1.0M × (1.35 − 0.80)) = 2.45; hedge target 1.5 × NAV = 750 ETH = current delta.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from keeper.errors import RiskInputError
+from keeper.policy import Action, ActionKind, Urgency, assess_batch, decide
+from keeper.risk.forecast import build_forecast
+from keeper.risk.params import PolicyParams
+from keeper.risk.types import (
+    SECONDS_PER_YEAR,
+    OptionPosition,
+    PerpPosition,
+    PriceHistory,
+    VaultState,
+)
+
+from .conftest import NOW, costs, eth, mandate, market, replace, vault
+
+#: κ·h/(2·NAV)·σ² for NAV 1M, σ 0.5, κ 4, one week: USD of benefit per USD² of exposure error.
+QUAD = 4.0 * (7 * 86_400 / SECONDS_PER_YEAR) / (2 * 1_000_000.0) * 0.25
+
+
+def kinds(actions: list[Action]) -> list[ActionKind]:
+    return [a.kind for a in actions]
+
+
+def test_inside_every_band_does_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="keeper.policy"):
+        assert decide(vault(), mandate(), market(), costs()) == []
+    assert "leverage inside band" in caplog.text and "delta inside band" in caplog.text
+
+
+def test_rebalance_down_to_the_vol_target() -> None:
+    # target vol 0.5 / implied 0.5 → leverage 1.0: sell 250 ETH (0.5M). Hedge target 1.0 × NAV
+    # = 500 ETH = the post-rebalance delta, so no hedge.
+    acts = decide(vault(), mandate(target_vol=0.5, hedge_target=1.0), market(), costs())
+    assert kinds(acts) == [ActionKind.REBALANCE]
+    a = acts[0]
+    assert a.urgency is Urgency.NORMAL
+    assert dict(a.spot_legs) == pytest.approx({"ETH": -250.0})
+    assert a.perp_legs == {}
+    assert a.inputs["target_leverage"] == pytest.approx(1.0)
+    assert a.inputs["lev_vol_target"] == pytest.approx(1.0)
+    assert a.inputs["lev_cppi"] == pytest.approx(2.0)
+    assert a.inputs["lev_health"] == pytest.approx(1.35 / 0.55)
+    assert a.inputs["vol_method.ETH"] == "implied"
+    # benefit: (0.5M)² × QUAD ≈ 2 397; cost: 0.5M × 40 bps + 700k gas × 1e-6 = 2 000.70.
+    assert a.expected_benefit_usd == pytest.approx(500_000.0**2 * QUAD, rel=1e-9)
+    assert a.expected_cost_usd == pytest.approx(2_000.70, rel=1e-9)
+
+
+def test_rebalance_up_is_low_urgency_and_stays_healthy() -> None:
+    acts = decide(vault(), mandate(target_vol=1.0, hedge_target=2.0), market(), costs())
+    assert kinds(acts) == [ActionKind.REBALANCE]
+    assert acts[0].urgency is Urgency.LOW
+    assert dict(acts[0].spot_legs) == pytest.approx({"ETH": 250.0})
+    # after: 1 000 ETH (2M) against 1M debt: health 1.6 >= min 1.25 + 0.10.
+    assert (750 + 250) * 2_000 * 0.8 / (500_000 + 250 * 2_000) >= 1.35
+
+
+def test_rebalance_skipped_when_costs_exceed_benefit(caplog: pytest.LogCaptureFixture) -> None:
+    # 20 bps slippage: cost 0.5M × 50 bps = 2 500.70 > benefit 2 397.
+    with caplog.at_level(logging.DEBUG, logger="keeper.policy"):
+        assert decide(vault(), mandate(target_vol=0.5, hedge_target=1.0), market(),
+                      costs(swap_slippage_bps=20.0)) == []
+    assert "rebalance: benefit 2397" in caplog.text
+
+
+def test_rebalance_skipped_when_venue_slippage_exceeds_mandate() -> None:
+    # target 0.5: benefit (1M)² × QUAD ≈ 9 589 easily beats 3 000; but 60 bps > 50 bps allowed.
+    m = mandate(target_vol=0.25, hedge_target=0.5)
+    c = costs(swap_fee_bps=0.0, swap_slippage_bps=60.0)
+    assert decide(vault(), m, market(), c) == []
+    acts = decide(vault(), replace(m, max_slippage_bps=100), market(), c)
+    assert kinds(acts) == [ActionKind.REBALANCE]
+
+
+def _worst_fill_health(coll: float, debt: float, sold: float, fill: float) -> float:
+    return (coll - sold) * 2_000.0 * 0.8 / (debt - sold * 2_000.0 * (1 - fill))
+
+
+def test_deleverage_restores_health_with_a_buffer_at_the_worst_fill() -> None:
+    v = vault(debt_usdc=1_000_000.0, nav_usd=500_000.0)  # health 1.2M / 1.0M = 1.2 < 1.25
+    acts = decide(v, mandate(), market(), costs())
+    assert kinds(acts) == [ActionKind.DELEVERAGE]
+    a = acts[0]
+    assert a.urgency is Urgency.HIGH
+    assert set(a.spot_legs) == {"ETH"} and a.spot_legs["ETH"] < 0 and a.perp_legs == {}
+    sold = -a.spot_legs["ETH"]
+    # worst accepted fill: 30 bps fee + 50 bps max slippage; health lands on 1.25 + 0.05.
+    assert _worst_fill_health(750.0, 1e6, sold, 0.008) == pytest.approx(1.30, rel=1e-12)
+    # f = (1.3 × 1.0M − 1.2M) / (1.3 × 1.5M × 0.992 − 1.2M) = 100k / 734.4k
+    assert sold == pytest.approx(750.0 * 100_000 / 734_400, rel=1e-12)
+    assert a.inputs["lending_health"] == pytest.approx(1.2)
+    assert a.inputs["target_health"] == pytest.approx(1.30)
+    assert a.expected_benefit_usd > 0.0
+
+
+def test_deleverage_below_one_plus_buffer_is_critical() -> None:
+    v = vault(debt_usdc=1_160_000.0, nav_usd=340_000.0)  # health 1.034
+    (a,) = decide(v, mandate(), market(), costs())
+    assert (a.kind, a.urgency) == (ActionKind.DELEVERAGE, Urgency.CRITICAL)
+
+
+def test_deleverage_is_never_skipped_for_cost() -> None:
+    v = vault(debt_usdc=1_000_000.0, nav_usd=500_000.0)
+    (a,) = decide(v, mandate(), market(), costs(gas_price_usd_per_gas=1.0))  # 700k USD of gas
+    assert a.kind is ActionKind.DELEVERAGE
+    assert a.expected_cost_usd > a.expected_benefit_usd
+
+
+def test_perp_margin_deleverage_cuts_perps_pro_rata() -> None:
+    # margin 55k vs maintenance 500 × 2000 × 5 % = 50k: perp health 1.1, lending fine (2.4).
+    v = vault(perp_margin_usd=55_000.0, nav_usd=1_055_000.0,
+              perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
+    (a,) = decide(v, mandate(), market(), costs())
+    assert a.kind is ActionKind.DELEVERAGE and a.spot_legs == {}
+    cut = a.perp_legs["ETH"] / 500.0  # positive: buys back part of the short
+    # g = (1.3 × 50k − 55k) / (1.3 × 50k − 1M notional × 5 bps)
+    assert cut == pytest.approx(10_000 / 64_500, rel=1e-12)
+    after = (55_000 - cut * 1_000_000 * 0.0005) / ((1 - cut) * 50_000)
+    assert after == pytest.approx(1.30, rel=1e-12)
+
+
+def test_paused_vault_only_deleverages() -> None:
+    m = mandate(target_vol=0.25, hedge_target=0.5)
+    assert decide(vault(paused=True), m, market(), costs()) == []
+    low = vault(paused=True, debt_usdc=1_000_000.0, nav_usd=500_000.0)
+    assert kinds(decide(low, m, market(), costs())) == [ActionKind.DELEVERAGE]
+
+
+@pytest.mark.parametrize("asset_kw", [dict(price_updated_at=NOW - 3_601),
+                                      dict(implied_vol_updated_at=NOW - 7_200)])
+def test_stale_feed_means_no_action_at_all(asset_kw: dict[str, int],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    v = vault(assets=(eth(**asset_kw),), debt_usdc=1_000_000.0, nav_usd=500_000.0)
+    with caplog.at_level(logging.WARNING, logger="keeper.policy"):
+        assert decide(v, mandate(), market(), costs()) == []
+    assert "stale feed" in caplog.text
+    # one second inside the limit it acts again
+    fresh = {k: NOW - 3_600 for k in asset_kw}
+    v2 = vault(assets=(eth(**fresh),), debt_usdc=1_000_000.0, nav_usd=500_000.0)
+    assert kinds(decide(v2, mandate(), market(), costs())) == [ActionKind.DELEVERAGE]
+
+
+def hedged_vault(perp_size: float, margin: float = 200_000.0, **kw: Any) -> VaultState:
+    # 1.5M collateral, debt chosen so NAV = 1.0M (leverage 1.5, in band).
+    return vault(debt_usdc=500_000.0 + margin, perp_margin_usd=margin,
+                 perps=(PerpPosition("ETH", perp_size, 2_000.0, 0.0, 0.05),), **kw)
+
+
+def test_hedge_brings_net_delta_to_target() -> None:
+    # net delta 750 − 500 = 250 ETH = 500k USD vs target 0, band 2 % × 1M = 20k → sell 250 perps.
+    acts = decide(hedged_vault(-500.0), mandate(hedge_target=0.0), market(), costs())
+    assert kinds(acts) == [ActionKind.HEDGE]
+    a = acts[0]
+    assert dict(a.perp_legs) == pytest.approx({"ETH": -250.0})
+    assert a.spot_legs == {}
+    assert a.inputs["band_usd.ETH"] == pytest.approx(20_000.0)
+    assert a.inputs["delta_gap_usd.ETH"] == pytest.approx(500_000.0)
+    assert a.expected_benefit_usd == pytest.approx(500_000.0**2 * QUAD, rel=1e-9)
+    assert a.expected_cost_usd == pytest.approx(0.3 + 500_000 * 0.0005, rel=1e-9)
+    assert a.inputs["hedge_scale"] == 1.0
+
+
+def test_hedge_inside_band_does_nothing() -> None:
+    # 5 ETH = 10k USD off target, band 20k.
+    assert decide(hedged_vault(-745.0), mandate(hedge_target=0.0), market(), costs()) == []
+
+
+def test_hedge_band_widens_with_gamma_whalley_wilmott() -> None:
+    # Short 2 000 ETH of 30-day ATM calls: Γ = −2000 × φ(d1)/(Sσ√T). WW half-width
+    # (1.5 λ S Γ² NAV/κ)^(1/3) then exceeds the mandate's 20k band.
+    t = 30 * 86_400 / SECONDS_PER_YEAR
+    d1 = (0.5 * 0.25 * t) / (0.5 * math.sqrt(t))
+    gamma = -2_000 * math.exp(-0.5 * d1 * d1) / math.sqrt(2 * math.pi) / (2_000 * 0.5
+                                                                           * math.sqrt(t))
+    ww_units = (1.5 * 0.0005 * 2_000 * gamma**2 * 1_000_000 / 4.0) ** (1 / 3)
+    assert ww_units * 2_000 > 20_000
+    # size the perp so the option-adjusted delta sits between the two bands: with Δ_call(ATM)
+    # = N(d1), net = 750 − 2000 N(d1) + perp.
+    n_d1 = 0.5 * math.erfc(-d1 / math.sqrt(2))
+    gap_units = 0.5 * (20_000 / 2_000 + ww_units)
+    perp = -750 + 2_000 * n_d1 + gap_units
+    opts = (OptionPosition("ETH", True, 2_000.0, NOW + 30 * 86_400, -2_000.0, 100.0, 0.5),)
+    m = mandate(hedge_target=0.0)
+    assert decide(hedged_vault(perp, margin=400_000.0, options=opts), m, market(), costs()) == []
+    far = perp + ww_units  # now outside the WW band
+    (a,) = decide(hedged_vault(far, margin=400_000.0, options=opts), m, market(), costs())
+    assert a.kind is ActionKind.HEDGE
+    assert a.inputs["gamma.ETH"] == pytest.approx(gamma, rel=1e-9)
+    assert a.inputs["band_usd.ETH"] == pytest.approx(ww_units * 2_000, rel=1e-9)
+    assert a.perp_legs["ETH"] == pytest.approx(-(gap_units + ww_units), rel=1e-9)
+
+
+def test_hedge_is_scaled_down_to_keep_perp_margin_health() -> None:
+    # margin 80k: a full hedge to −750 ETH needs 75k maintenance → health 1.07 < 1.35. Scale k:
+    # (80k − k × 250 × 2000 × 5 bps) / ((500 + 250k) × 2000 × 5 %) = 1.35
+    # → 80 000 − 250k = 67 500 + 33 750k → k = 12 500 / 34 000.
+    acts = decide(hedged_vault(-500.0, margin=80_000.0), mandate(hedge_target=0.0), market(),
+                  costs())
+    assert kinds(acts) == [ActionKind.HEDGE]
+    k = 12_500 / 34_000
+    assert acts[0].inputs["hedge_scale"] == pytest.approx(k, rel=1e-6)
+    assert acts[0].perp_legs["ETH"] == pytest.approx(-250.0 * k, rel=1e-6)
+
+
+def test_no_flip_flop_after_a_rebalance() -> None:
+    m = mandate(target_vol=0.5, hedge_target=1.0)
+    (a,) = decide(vault(), m, market(), costs())
+    sold = -a.spot_legs["ETH"]
+    proceeds = sold * 2_000 * (1 - 0.004)  # fee + expected slippage
+    after = vault(assets=(eth(750.0 - sold),), debt_usdc=500_000.0 - proceeds,
+                  nav_usd=1_000_000.0 - sold * 2_000 * 0.004)
+    assert decide(after, m, market(), costs()) == []
+
+
+def test_no_flip_flop_after_a_deleverage() -> None:
+    m = mandate(target_vol=1.0, hedge_target=2.0)  # a mandate that wants more leverage
+    v = vault(debt_usdc=1_000_000.0, nav_usd=500_000.0)
+    (a,) = decide(v, m, market(), costs())
+    sold = -a.spot_legs["ETH"]
+    proceeds = sold * 2_000 * (1 - 0.008)
+    after = vault(assets=(eth(750.0 - sold),), debt_usdc=1e6 - proceeds,
+                  nav_usd=500_000.0 - sold * 2_000 * 0.008)
+    again = decide(after, m, market(), costs())
+    assert ActionKind.DELEVERAGE not in kinds(again)
+    # the health cap (min + 0.10) sits above the deleverage target (min + 0.05): never re-lever
+    for act in again:
+        assert all(leg <= 0.0 for leg in act.spot_legs.values())
+
+
+def test_cppi_high_water_mark_binds() -> None:
+    # HWM 1.5M, floor 50 % → 750k; cushion 250k × 4 = 1.0M → leverage 1.0.
+    mk = market(nav_high_water_usd={"0xV": 1_500_000.0})
+    (a,) = decide(vault(), mandate(hedge_target=1.0), mk, costs())
+    assert a.inputs["lev_cppi"] == pytest.approx(1.0)
+    assert a.inputs["target_leverage"] == pytest.approx(1.0)
+
+
+def test_kelly_cap_and_stress_cut_numbers() -> None:
+    mk = market(expected_returns={"ETH": 0.10})
+    a = assess_batch([vault()], [mandate()], mk, costs())
+    assert float(a.lev_kelly[0]) == pytest.approx(0.5 * 0.10 / 0.25)
+    assert float(a.target_leverage[0]) == pytest.approx(0.2)
+    # Stress: a 50 % joint fall (policy minimum) → L <= 1.05 K / (NAV (1.05 − 0.5 × 0.8)).
+    p = PolicyParams(stress_min_shock=0.5)
+    a = assess_batch([vault()], [mandate(target_vol=1.0)], market(), costs(), p)
+    assert float(a.lev_stress[0]) == pytest.approx(1.05 / 0.65)
+    assert float(a.target_leverage[0]) == pytest.approx(1.05 / 0.65)
+
+
+def test_vol_method_is_reported_and_garch_used_with_history() -> None:
+    rng = np.random.default_rng(9)
+    n = 600
+    ts = NOW - 60.0 - 3_600.0 * np.arange(n)[::-1]
+    r = rng.standard_t(5, n - 1) * 0.5 * math.sqrt(3_600 / SECONDS_PER_YEAR) * math.sqrt(3 / 5)
+    h = 1.0 + 0.5 * np.sin(np.arange(n - 1) / 40.0)  # vol clusters so GARCH is identified
+    px = 2_000.0 * np.exp(np.concatenate(([0.0], np.cumsum(r * h))))
+    mk = market(histories=(PriceHistory("ETH", ts, np.asarray(px / px[-1] * 2_000.0,
+                                                                 dtype=np.float64)),))
+    (a,) = decide(vault(), mandate(target_vol=0.2, hedge_target=0.5), mk, costs())
+    assert a.inputs["vol_method.ETH"] in ("garch", "ewma")
+    fc = build_forecast(mk, PolicyParams())
+    assert a.inputs["vol.ETH"] == pytest.approx(fc.vols["ETH"].vol)
+
+
+def test_forecast_for_another_tick_is_rejected() -> None:
+    fc = build_forecast(market(now=NOW - 60), PolicyParams())
+    with pytest.raises(RiskInputError, match="forecast"):
+        decide(vault(), mandate(), market(), costs(), forecast=fc)
+
+
+def test_actions_are_immutable_records() -> None:
+    (a,) = decide(vault(), mandate(target_vol=0.5, hedge_target=1.0), market(), costs())
+    with pytest.raises(TypeError):
+        a.inputs["leverage"] = 0.0  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        a.reason = "x"  # type: ignore[misc]
