@@ -250,6 +250,28 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
         return _health(account, false);
     }
 
+    /// @notice In one pass, at the latest prices: Σ collateral value and Σ value × liquidation
+    ///         threshold (USD WAD, floored), and the debt with interest to now (USDC units, ceiled).
+    ///         Health is liquidationCapacityUsd ÷ debt; borrowers' tools should not ask twice.
+    function accountSummary(address account)
+        external
+        view
+        returns (uint256 collateralUsd, uint256 liquidationCapacityUsd, uint256 debt)
+    {
+        uint256 n = collateralAssets.length;
+        for (uint256 i = 0; i < n; i++) {
+            address asset = collateralAssets[i];
+            uint256 amount = _collateral[account][asset];
+            if (amount == 0) continue;
+            CollateralConfig memory cfg = collateralConfig[asset];
+            (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(cfg.feed), cfg.feedDecimals);
+            uint256 value = amount.mulDiv(price, 10 ** cfg.tokenDecimals);
+            collateralUsd += value;
+            liquidationCapacityUsd += value.mulDiv(cfg.liquidationThreshold, WAD);
+        }
+        debt = _debt(account, _currentIndex());
+    }
+
     /// @notice LTV and liquidation threshold of a collateral asset (WAD; zero when not listed).
     function riskParams(address asset) external view returns (uint256 ltv, uint256 liquidationThreshold) {
         CollateralConfig storage cfg = collateralConfig[asset];

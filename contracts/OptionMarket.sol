@@ -188,7 +188,10 @@ contract OptionMarket is IOptionMarket, Ownable, ReentrancyGuard {
     /// @notice The series' mark (USD WAD per unit) and its timestamp; after expiry, the intrinsic
     ///         value at the settlement (or latest spot) price. Never reverts for a known series.
     function markPrice(uint256 seriesId) external view returns (uint256 price, uint256 updatedAt) {
-        Series storage s = _existing(seriesId);
+        return _markPrice(_existing(seriesId));
+    }
+
+    function _markPrice(Series storage s) private view returns (uint256 price, uint256 updatedAt) {
         if (block.timestamp >= s.expiry) {
             uint256 spot = s.settlementPrice;
             if (spot == 0) (spot, updatedAt) = Oracle.latestWad(AggregatorV3Interface(s.spotFeed), s.spotDecimals);
@@ -196,6 +199,25 @@ contract OptionMarket is IOptionMarket, Ownable, ReentrancyGuard {
             return (_intrinsic(s, spot), updatedAt);
         }
         return Oracle.latestWad(AggregatorV3Interface(s.markFeed), s.markDecimals);
+    }
+
+    /// @notice What `account`'s position in `seriesId` is worth (USD WAD, latest prices): longs
+    ///         at the mark; shorts as locked collateral (calls: at the spot price) less the mark.
+    function positionValue(address account, uint256 seriesId) external view returns (int256) {
+        Position storage p = _positions[account][seriesId];
+        if (p.size == 0) return 0;
+        Series storage s = _series[seriesId];
+        (uint256 mark,) = _markPrice(s);
+        uint256 markValue = SignedMath.abs(p.size).mulDiv(mark, WAD);
+        if (p.size > 0) return int256(markValue);
+        uint256 lockedUsd;
+        if (s.isCall) {
+            (uint256 spot,) = Oracle.latestWad(AggregatorV3Interface(s.spotFeed), s.spotDecimals);
+            lockedUsd = p.collateral.mulDiv(spot, 10 ** s.underlyingDecimals);
+        } else {
+            lockedUsd = Oracle.toWad(p.collateral, usdcDecimals);
+        }
+        return int256(lockedUsd) - int256(markValue);
     }
 
     // ---------------------------------------------------------------- internal

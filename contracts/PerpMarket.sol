@@ -205,30 +205,36 @@ contract PerpMarket is IPerpMarket, Ownable, ReentrancyGuard {
 
     /// @notice Margin plus unrealized PnL net of funding, USDC units (may be negative).
     function accountValue(address account) public view returns (int256 value) {
-        value = _margin[account];
-        for (uint256 i = 0; i < underlyings.length; i++) {
-            (,, int256 pnl) = positionOf(account, underlyings[i]);
-            value += pnl;
-        }
+        (value,) = accountSummary(account);
     }
 
     /// @notice Σ |size| × price × maintenance margin, USD WAD.
     function maintenanceRequirement(address account) public view returns (uint256 req) {
+        (, req) = accountSummary(account);
+    }
+
+    /// @notice Account value (USDC units) and maintenance requirement (USD WAD) in one pass,
+    ///         reading each market's feed once.
+    function accountSummary(address account) public view returns (int256 value, uint256 req) {
+        value = _margin[account];
         for (uint256 i = 0; i < underlyings.length; i++) {
             address u = underlyings[i];
-            int256 size = _positions[account][u].size;
+            Position storage p = _positions[account][u];
+            int256 size = p.size;
             if (size == 0) continue;
             Market storage m = markets[u];
             (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(m.feed), m.feedDecimals);
+            int256 pnlWad = size * (int256(price) - int256(p.entryPrice)) / int256(WAD);
+            int256 fundingWad = size * (_cumulativeNow(m, price) - p.lastCumulativeFunding) / int256(WAD);
+            value += _usdcFloorSigned(pnlWad - fundingWad);
             req += SignedMath.abs(size).mulDiv(price, WAD).mulDiv(m.maintenanceMargin, WAD);
         }
     }
 
     /// @notice Account value ÷ maintenance requirement in WAD; type(uint256).max with no positions.
     function marginHealth(address account) public view returns (uint256) {
-        uint256 req = maintenanceRequirement(account);
+        (int256 value, uint256 req) = accountSummary(account);
         if (req == 0) return type(uint256).max;
-        int256 value = accountValue(account);
         if (value <= 0) return 0;
         return (uint256(value) * usdcToWad).mulDiv(WAD, req);
     }

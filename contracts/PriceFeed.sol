@@ -12,6 +12,7 @@ import {AggregatorV3Interface} from "./interfaces/AggregatorV3Interface.sol";
 contract PriceFeed is AggregatorV3Interface, Ownable {
     // ---------------------------------------------------------------- errors
     error PriceFeedNoRound(uint80 roundId);
+    error PriceFeedAnswerOutOfRange(int256 answer);
 
     // ---------------------------------------------------------------- events
     /// @dev Chainlink's own event, so off-chain tools that index feeds understand it.
@@ -19,9 +20,10 @@ contract PriceFeed is AggregatorV3Interface, Ownable {
     event NewRound(uint256 indexed roundId, address indexed startedBy, uint256 startedAt);
 
     // ---------------------------------------------------------------- storage
+    /// @dev One storage slot per round, so a read costs one SLOAD: answers fit int192 (Chainlink's
+    ///      own aggregators use int192), and a round starts when it is updated.
     struct Round {
-        int256 answer;
-        uint64 startedAt;
+        int192 answer;
         uint64 updatedAt;
     }
 
@@ -59,7 +61,7 @@ contract PriceFeed is AggregatorV3Interface, Ownable {
     {
         if (roundId == 0 || roundId > latestRound) revert PriceFeedNoRound(roundId);
         Round storage r = _rounds[roundId];
-        return (roundId, r.answer, r.startedAt, r.updatedAt, roundId);
+        return (roundId, r.answer, r.updatedAt, r.updatedAt, roundId);
     }
 
     /// @notice The newest round.
@@ -77,9 +79,10 @@ contract PriceFeed is AggregatorV3Interface, Ownable {
 
     // ---------------------------------------------------------------- internal
     function _push(int256 answer) private {
+        if (answer > type(int192).max || answer < type(int192).min) revert PriceFeedAnswerOutOfRange(answer);
         uint80 id = latestRound + 1;
         latestRound = id;
-        _rounds[id] = Round(answer, uint64(block.timestamp), uint64(block.timestamp));
+        _rounds[id] = Round(int192(answer), uint64(block.timestamp));
         emit NewRound(id, msg.sender, block.timestamp);
         emit AnswerUpdated(answer, id, block.timestamp);
     }

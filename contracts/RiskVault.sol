@@ -64,8 +64,12 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
 
     struct State {
         uint256 nav; // USDC units
-        uint256 health; // WAD
+        uint256 health; // WAD, min of the two below
         uint256 leverage; // WAD
+        uint256 lendingHealth; // WAD
+        uint256 perpHealth; // WAD
+        uint256 debt; // USDC units
+        int256 perpValue; // USDC units
     }
 
     ILendingPool public immutable pool;
@@ -106,6 +110,11 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         maxPriceAge = maxPriceAge_;
         highWaterMark = WAD;
         _grantRole(DEFAULT_ADMIN_ROLE, admin_);
+        // Standing approvals to the immutable venues (which hold the vault's positions anyway):
+        // one SSTORE here instead of one per trade. Amounts are bounded by each call's arguments.
+        usdc_.forceApprove(address(swapVenue_), type(uint256).max);
+        usdc_.forceApprove(address(perps_), type(uint256).max);
+        usdc_.forceApprove(address(options_), type(uint256).max);
         emit MandateUpdated(Mandate(0, 0, 0, 0, 0, 0, 0, 0, 0), mandate_);
     }
 
@@ -124,6 +133,8 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
             )
         );
         _assetIndex[token] = _assets.length;
+        IERC20(token).forceApprove(address(pool), type(uint256).max);
+        IERC20(token).forceApprove(address(options), type(uint256).max);
         emit AssetAdded(token, priceFeed, volFeed);
     }
 
@@ -171,15 +182,10 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
             if (shortAfter > 0) {
                 uint256 needed = uint256(shortAfter).mulDiv(10 ** s.underlyingDecimals, WAD, Math.Rounding.Ceil);
                 if (needed > lockedBefore) _freeUnderlying(s.underlying, needed - lockedBefore);
-                IERC20(s.underlying).forceApprove(address(options), needed - lockedBefore);
             }
-        } else if (sizeDelta < 0) {
-            _usdc.forceApprove(address(options), type(uint256).max);
         }
-        if (sizeDelta > 0) _usdc.forceApprove(address(options), premiumLimit);
+        // The option market enforces premiumLimit on what it takes or pays.
         uint256 premium = options.trade(seriesId, sizeDelta, premiumLimit);
-        _usdc.forceApprove(address(options), 0);
-        if (s.isCall) IERC20(s.underlying).forceApprove(address(options), 0);
         _depositIdle(s.underlying);
 
         _checkAfter(before, _state(), false);
@@ -248,8 +254,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     /// @notice NAV in USDC units: idle cash and tokens, lending collateral less debt, perp account
     ///         value, options at their mark (shorts: locked collateral less the mark). Floored at 0.
     function totalAssets() public view override returns (uint256) {
-        (uint256 nav,) = _valuation();
-        return nav;
+        return _state().nav;
     }
 
     function mandate() external view returns (Mandate memory) {
@@ -257,8 +262,8 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     }
 
     /// @notice Binding health: the lower of the lending health factor and the perp margin health (WAD).
-    function health() public view returns (uint256) {
-        return Math.min(pool.healthFactor(address(this)), perps.marginHealth(address(this)));
+    function health() external view returns (uint256) {
+        return _state().health;
     }
 
     /// @notice Withdrawals are served from idle USDC only.
@@ -283,17 +288,18 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         address self = address(this);
         snap.blockNumber = block.number;
         snap.timestamp = block.timestamp;
-        snap.totalAssets = totalAssets();
+        State memory st = _state();
+        snap.totalAssets = st.nav;
         snap.totalSupply = totalSupply();
         snap.highWaterMark = highWaterMark;
         snap.idleUsdc = _usdc.balanceOf(self);
-        snap.debt = pool.debtOf(self);
-        snap.lendingHealth = pool.healthFactor(self);
+        snap.debt = st.debt;
+        snap.lendingHealth = st.lendingHealth;
         snap.perpMargin = perps.marginOf(self);
-        snap.perpAccountValue = perps.accountValue(self);
-        snap.perpHealth = perps.marginHealth(self);
-        snap.health = Math.min(snap.lendingHealth, snap.perpHealth);
-        snap.leverage = _state().leverage;
+        snap.perpAccountValue = st.perpValue;
+        snap.perpHealth = st.perpHealth;
+        snap.health = st.health;
+        snap.leverage = st.leverage;
         snap.swapFeeBps = swapVenue.feeBps();
         snap.perpFeeBps = perps.feeBps();
         snap.maxPriceAge = maxPriceAge;
@@ -318,7 +324,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     function _deposit(address caller, address receiver, uint256 assets_, uint256 shares) internal override {
         _requireFresh();
         super._deposit(caller, receiver, assets_, shares);
-        _updateHighWaterMark();
+        _updateHighWaterMark(totalAssets());
     }
 
     function _withdraw(address caller, address receiver, address owner, uint256 assets_, uint256 shares)
@@ -334,10 +340,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         if (block.timestamp > deadline) revert VaultDeadlinePassed(deadline, block.timestamp);
         _requireFresh();
         before = _state();
-        if (marginDelta > 0) {
-            _usdc.forceApprove(address(perps), uint256(marginDelta));
-            perps.depositMargin(uint256(marginDelta));
-        }
+        if (marginDelta > 0) perps.depositMargin(uint256(marginDelta));
         lossBudget = 0;
     }
 
@@ -350,7 +353,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         if (afterState.nav + lossBudget + 1 < before.nav) revert VaultNavLoss(before.nav, afterState.nav, lossBudget);
         _checkAfter(before, afterState, isDeleverage);
         lastActionAt = block.timestamp;
-        _updateHighWaterMark();
+        _updateHighWaterMark(afterState.nav);
         emit KeeperAction(
             kind,
             msg.sender,
@@ -390,11 +393,9 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         if (leg.buy) {
             uint256 idle = _usdc.balanceOf(address(this));
             if (leg.amountIn > idle) pool.borrow(leg.amountIn - idle);
-            _usdc.forceApprove(address(swapVenue), leg.amountIn);
             uint256 out = swapVenue.swap(address(_usdc), leg.asset, leg.amountIn, leg.minOut, address(this));
             uint256 fair = (leg.amountIn * _usdcToWad).mulDiv(10 ** a.tokenDecimals, price);
             _requireSlippage(leg.asset, fair, out, slip);
-            IERC20(leg.asset).forceApprove(address(pool), out);
             pool.depositCollateral(leg.asset, out);
             budget = leg.amountIn.mulDiv(slip, BPS, Math.Rounding.Ceil);
         } else {
@@ -437,48 +438,32 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     }
 
     // ================================================================ internal: valuation
-    /// @dev NAV (USDC units, floored, ≥ 0) and Σ lending collateral value (USD WAD), latest prices.
-    function _valuation() private view returns (uint256 nav, uint256 collateralUsd) {
+    /// @dev One pass over the venues' account summaries, at the latest prices: NAV (USDC units,
+    ///      floored, >= 0), the two healths, and leverage = Σ collateral value ÷ NAV.
+    function _state() private view returns (State memory st) {
         address self = address(this);
-        int256 total = int256(_usdc.balanceOf(self) * _usdcToWad);
+        (uint256 collateralUsd, uint256 liqCapacityUsd, uint256 debt) = pool.accountSummary(self);
+        (int256 perpValue, uint256 perpReq) = perps.accountSummary(self);
+        int256 total = int256((_usdc.balanceOf(self) * _usdcToWad) + collateralUsd) - int256(debt * _usdcToWad)
+            + perpValue * int256(_usdcToWad);
         for (uint256 i = 0; i < _assets.length; i++) {
             AssetConfig memory a = _assets[i];
+            uint256 idle = IERC20(a.token).balanceOf(self);
+            if (idle == 0) continue;
             (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals);
-            uint256 unit = 10 ** a.tokenDecimals;
-            uint256 c = pool.collateralOf(self, a.token).mulDiv(price, unit);
-            collateralUsd += c;
-            total += int256(c + IERC20(a.token).balanceOf(self).mulDiv(price, unit));
+            total += int256(idle.mulDiv(price, 10 ** a.tokenDecimals));
         }
-        total -= int256(pool.debtOf(self) * _usdcToWad);
-        total += perps.accountValue(self) * int256(_usdcToWad);
         for (uint256 i = 0; i < _series.length; i++) {
-            total += _optionValue(_series[i]);
+            total += options.positionValue(self, _series[i]);
         }
-        nav = total > 0 ? uint256(total) / _usdcToWad : 0;
-    }
-
-    function _optionValue(uint256 seriesId) private view returns (int256) {
-        (int256 size, uint256 locked) = options.positionOf(address(this), seriesId);
-        if (size == 0) return 0;
-        (uint256 mark,) = options.markPrice(seriesId);
-        uint256 markValue = SignedMath.abs(size).mulDiv(mark, WAD);
-        if (size > 0) return int256(markValue);
-        IOptionMarket.Series memory s = options.getSeries(seriesId);
-        uint256 lockedUsd;
-        if (s.isCall) {
-            AssetConfig memory a = _asset(s.underlying);
-            (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals);
-            lockedUsd = locked.mulDiv(price, 10 ** a.tokenDecimals);
-        } else {
-            lockedUsd = locked * _usdcToWad;
-        }
-        return int256(lockedUsd) - int256(markValue);
-    }
-
-    function _state() private view returns (State memory st) {
-        uint256 collateralUsd;
-        (st.nav, collateralUsd) = _valuation();
-        st.health = health();
+        st.nav = total > 0 ? uint256(total) / _usdcToWad : 0;
+        st.debt = debt;
+        st.perpValue = perpValue;
+        st.lendingHealth = debt == 0 ? type(uint256).max : liqCapacityUsd.mulDiv(WAD, debt * _usdcToWad);
+        // Same formula as PerpMarket.marginHealth, from the summary already read.
+        if (perpReq == 0) st.perpHealth = type(uint256).max;
+        else if (perpValue > 0) st.perpHealth = (uint256(perpValue) * _usdcToWad).mulDiv(WAD, perpReq);
+        st.health = Math.min(st.lendingHealth, st.perpHealth);
         st.leverage = st.nav == 0 ? type(uint256).max : collateralUsd.mulDiv(WAD, st.nav * _usdcToWad);
     }
 
@@ -536,7 +521,6 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     function _depositIdle(address token) private {
         uint256 idle = IERC20(token).balanceOf(address(this));
         if (idle == 0) return;
-        IERC20(token).forceApprove(address(pool), idle);
         pool.depositCollateral(token, idle);
     }
 
@@ -558,10 +542,11 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         }
     }
 
-    function _updateHighWaterMark() private {
+    /// @dev `nav` is passed in by callers that have just computed it, to avoid a third valuation.
+    function _updateHighWaterMark(uint256 nav) private {
         uint256 supply = totalSupply();
         if (supply == 0) return;
-        uint256 pps = totalAssets().mulDiv(WAD, supply);
+        uint256 pps = nav.mulDiv(WAD, supply);
         if (pps > highWaterMark) {
             emit HighWaterMarkUpdated(highWaterMark, pps);
             highWaterMark = pps;

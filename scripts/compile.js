@@ -16,7 +16,7 @@ const NODE_MODULES = path.join(ROOT, 'node_modules');
 // Contracts whose artifacts the keeper and the deploy script use.
 const TARGETS = ['TestToken', 'PriceFeed', 'LendingPool', 'SwapVenue', 'PerpMarket', 'OptionMarket', 'RiskVault'];
 const SETTINGS = {
-  optimizer: { enabled: true, runs: 1 },
+  optimizer: { enabled: true, runs: 200 },
   viaIR: true,
   evmVersion: 'cancun',
   metadata: { bytecodeHash: 'none' },

@@ -55,6 +55,10 @@ interface ILendingPool {
     function debtOf(address account) external view returns (uint256);
     function collateralOf(address account, address asset) external view returns (uint256);
     function healthFactor(address account) external view returns (uint256);
+    function accountSummary(address account)
+        external
+        view
+        returns (uint256 collateralUsd, uint256 liquidationCapacityUsd, uint256 debt);
     function riskParams(address asset) external view returns (uint256 ltv, uint256 liquidationThreshold);
     function collateralConfig(address asset)
         external

@@ -43,6 +43,7 @@ interface IPerpMarket {
     function maintenanceMargin(address underlying) external view returns (uint256);
     function marginOf(address account) external view returns (int256);
     function accountValue(address account) external view returns (int256);
+    function accountSummary(address account) external view returns (int256 value, uint256 maintenanceRequirementUsd);
     function maintenanceRequirement(address account) external view returns (uint256);
     function marginHealth(address account) external view returns (uint256);
     function feeBps() external view returns (uint256);
