@@ -34,7 +34,8 @@ def leverage_legs(
     while remaining > 0:
         if len(legs) == MAX_LEGS:
             raise ValueError(
-                f"leverage_legs: {total_usdc} USDC needs more than {MAX_LEGS} legs at LTV {ltv_wad / WAD:.2f}"
+                f"leverage_legs: {total_usdc} USDC needs more than {MAX_LEGS} legs"
+                f" at LTV {ltv_wad / WAD:.2f}"
             )
         leg = min(remaining, idle + room)
         if leg == 0:

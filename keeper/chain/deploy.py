@@ -50,7 +50,10 @@ PERP_FEE_BPS = 5
 PERP_MAINTENANCE = 5 * WAD // 100
 PERP_INITIAL = 10 * WAD // 100
 #: Funding: longs pay shorts 10 % (ETH) and 8 % (BTC) a year of notional.
-PERP_FUNDING_PER_SECOND = {"ETH": 10 * WAD // 100 // SECONDS_PER_YEAR, "BTC": 8 * WAD // 100 // SECONDS_PER_YEAR}
+PERP_FUNDING_PER_SECOND = {
+    "ETH": 10 * WAD // 100 // SECONDS_PER_YEAR,
+    "BTC": 8 * WAD // 100 // SECONDS_PER_YEAR,
+}
 OPTION_SPREAD_BPS = 100
 OPTION_TENOR_S = 30 * 24 * 3600
 RISK_FREE_RATE = 0.05
@@ -156,7 +159,7 @@ class Deployment:
 
 def feed_answer(value: float) -> int:
     """A feed answer for `value` at FEED_DECIMALS, rounded to nearest."""
-    return round(value * 10**FEED_DECIMALS)
+    return int(round(value * 10**FEED_DECIMALS))
 
 
 def series_name(underlying: str, is_call: bool, strike: int) -> str:
@@ -186,33 +189,73 @@ class MarketDeployer:
     def deploy_market(self) -> None:
         admin, s = self.admin, self.sender
         tok = load_artifact("TestToken")
-        self.c["USDC"] = s.deploy(tok, ("USD Coin (test)", "USDC", USDC_DECIMALS, admin), admin, "deploy USDC")
+        self.c["USDC"] = s.deploy(
+            tok, ("USD Coin (test)", "USDC", USDC_DECIMALS, admin), admin, "deploy USDC"
+        )
         for u, (sym, dec, spot, vol) in UNDERLYINGS.items():
-            self.c[sym] = s.deploy(tok, (f"Wrapped {u} (test)", sym, dec, admin), admin, f"deploy {sym}")
+            self.c[sym] = s.deploy(
+                tok, (f"Wrapped {u} (test)", sym, dec, admin), admin, f"deploy {sym}"
+            )
             feed = load_artifact("PriceFeed")
-            self.c[f"{u}_USD"] = s.deploy(feed, (FEED_DECIMALS, f"{u} / USD", feed_answer(spot), admin), admin, f"deploy {u}/USD feed")
-            self.c[f"{u}_IV"] = s.deploy(feed, (FEED_DECIMALS, f"{u} implied vol", feed_answer(vol), admin), admin, f"deploy {u} IV feed")
+            self.c[f"{u}_USD"] = s.deploy(
+                feed,
+                (FEED_DECIMALS, f"{u} / USD", feed_answer(spot), admin),
+                admin,
+                f"deploy {u}/USD feed",
+            )
+            self.c[f"{u}_IV"] = s.deploy(
+                feed,
+                (FEED_DECIMALS, f"{u} implied vol", feed_answer(vol), admin),
+                admin,
+                f"deploy {u} IV feed",
+            )
 
         usdc = self.c["USDC"].address
         self.c["LendingPool"] = s.deploy(
-            load_artifact("LendingPool"), (usdc, USDC_DECIMALS, BORROW_RATE_PER_SECOND, MAX_PRICE_AGE_S, admin), admin, "deploy LendingPool"
+            load_artifact("LendingPool"),
+            (usdc, USDC_DECIMALS, BORROW_RATE_PER_SECOND, MAX_PRICE_AGE_S, admin),
+            admin,
+            "deploy LendingPool",
         )
         self.c["SwapVenue"] = s.deploy(
-            load_artifact("SwapVenue"), (usdc, USDC_DECIMALS, SWAP_FEE_BPS, MAX_PRICE_AGE_S, admin), admin, "deploy SwapVenue"
+            load_artifact("SwapVenue"),
+            (usdc, USDC_DECIMALS, SWAP_FEE_BPS, MAX_PRICE_AGE_S, admin),
+            admin,
+            "deploy SwapVenue",
         )
         self.c["PerpMarket"] = s.deploy(
-            load_artifact("PerpMarket"), (usdc, USDC_DECIMALS, PERP_FEE_BPS, MAX_PRICE_AGE_S, admin), admin, "deploy PerpMarket"
+            load_artifact("PerpMarket"),
+            (usdc, USDC_DECIMALS, PERP_FEE_BPS, MAX_PRICE_AGE_S, admin),
+            admin,
+            "deploy PerpMarket",
         )
         self.c["OptionMarket"] = s.deploy(
-            load_artifact("OptionMarket"), (usdc, USDC_DECIMALS, OPTION_SPREAD_BPS, MAX_PRICE_AGE_S, admin), admin, "deploy OptionMarket"
+            load_artifact("OptionMarket"),
+            (usdc, USDC_DECIMALS, OPTION_SPREAD_BPS, MAX_PRICE_AGE_S, admin),
+            admin,
+            "deploy OptionMarket",
         )
         for u, (sym, dec, _spot, _vol) in UNDERLYINGS.items():
-            token, feed = self.c[sym].address, self.c[f"{u}_USD"].address
+            token, spot_feed = self.c[sym].address, self.c[f"{u}_USD"].address
             ltv, lt, bonus = COLLATERAL_PARAMS[u]
-            s.call(self.c["LendingPool"].functions.configureCollateral(token, feed, dec, ltv, lt, bonus), admin, f"list {sym} collateral")
-            s.call(self.c["SwapVenue"].functions.listAsset(token, feed, dec, SWAP_DEPTH_USD * WAD), admin, f"list {sym} on SwapVenue")
             s.call(
-                self.c["PerpMarket"].functions.listMarket(token, feed, PERP_MAINTENANCE, PERP_INITIAL, PERP_FUNDING_PER_SECOND[u]),
+                self.c["LendingPool"].functions.configureCollateral(
+                    token, spot_feed, dec, ltv, lt, bonus
+                ),
+                admin,
+                f"list {sym} collateral",
+            )
+            s.call(
+                self.c["SwapVenue"].functions.listAsset(
+                    token, spot_feed, dec, SWAP_DEPTH_USD * WAD
+                ),
+                admin,
+                f"list {sym} on SwapVenue",
+            )
+            s.call(
+                self.c["PerpMarket"].functions.listMarket(
+                    token, spot_feed, PERP_MAINTENANCE, PERP_INITIAL, PERP_FUNDING_PER_SECOND[u]
+                ),
                 admin,
                 f"list {u} perp",
             )
@@ -220,8 +263,14 @@ class MarketDeployer:
         self._list_series()
 
     def _mint(self, symbol: str, to: ChecksumAddress, whole: int) -> None:
-        dec = USDC_DECIMALS if symbol == "USDC" else UNDERLYINGS[{"WETH": "ETH", "WBTC": "BTC"}[symbol]][1]
-        self.sender.call(self.c[symbol].functions.mint(to, whole * 10**dec), self.admin, f"mint {symbol}")
+        dec = (
+            USDC_DECIMALS
+            if symbol == "USDC"
+            else UNDERLYINGS[{"WETH": "ETH", "WBTC": "BTC"}[symbol]][1]
+        )
+        self.sender.call(
+            self.c[symbol].functions.mint(to, whole * 10**dec), self.admin, f"mint {symbol}"
+        )
 
     def _fund_venues(self) -> None:
         self._mint("USDC", self.c["LendingPool"].address, POOL_LIQUIDITY_USDC)
@@ -240,10 +289,21 @@ class MarketDeployer:
             sym, dec, spot, vol = UNDERLYINGS[u]
             name = series_name(u, is_call, strike)
             mark = option_mark(spot, strike, OPTION_TENOR_S / SECONDS_PER_YEAR, vol, is_call)
-            mark_feed = self.sender.deploy(feed_art, (FEED_DECIMALS, f"{name} mark", feed_answer(mark), self.admin), self.admin, f"deploy {name} mark feed")
+            mark_feed = self.sender.deploy(
+                feed_art,
+                (FEED_DECIMALS, f"{name} mark", feed_answer(mark), self.admin),
+                self.admin,
+                f"deploy {name} mark feed",
+            )
             self.c[f"{name}_MARK"] = mark_feed
             fn = self.c["OptionMarket"].functions.createSeries(
-                self.c[sym].address, dec, self.c[f"{u}_USD"].address, mark_feed.address, is_call, strike * WAD, expiry
+                self.c[sym].address,
+                dec,
+                self.c[f"{u}_USD"].address,
+                mark_feed.address,
+                is_call,
+                strike * WAD,
+                expiry,
             )
             self.sender.call(fn, self.admin, f"create series {name}")
             self.series_ids[name] = int(self.c["OptionMarket"].functions.seriesCount().call())
@@ -269,27 +329,40 @@ class MarketDeployer:
             f"deploy vault {spec.symbol}",
         )
         for u, (sym, _dec, _spot, _vol) in UNDERLYINGS.items():
-            fn = vault.functions.addAsset(self.c[sym].address, self.c[f"{u}_USD"].address, self.c[f"{u}_IV"].address)
+            fn = vault.functions.addAsset(
+                self.c[sym].address, self.c[f"{u}_USD"].address, self.c[f"{u}_IV"].address
+            )
             s.call(fn, admin, f"{spec.symbol}: add {sym}")
         for role in ("strategist", "keeper", "guardian"):
             role_id = vault.functions[f"{role.upper()}_ROLE"]().call()
-            s.call(vault.functions.grantRole(role_id, self.roles[role]), admin, f"{spec.symbol}: grant {role}")
+            s.call(
+                vault.functions.grantRole(role_id, self.roles[role]),
+                admin,
+                f"{spec.symbol}: grant {role}",
+            )
         return vault
 
     def seed_vault(self, vault: Contract, spec: VaultSpec) -> None:
-        """Deposit, open the leveraged collateral and the perp hedge (keeper), trade options (strategist)."""
+        """Deposit, then open the leverage and perp hedge (keeper) and options (strategist)."""
         s, depositor = self.sender, self.roles["depositor"]
         usdc = self.c["USDC"]
         s.call(usdc.functions.mint(depositor, spec.deposit_usdc), self.admin, "mint deposit")
-        s.call(usdc.functions.approve(vault.address, spec.deposit_usdc), depositor, f"{spec.symbol}: approve deposit")
-        s.call(vault.functions.deposit(spec.deposit_usdc, depositor), depositor, f"{spec.symbol}: deposit")
+        s.call(
+            usdc.functions.approve(vault.address, spec.deposit_usdc),
+            depositor,
+            f"{spec.symbol}: approve deposit",
+        )
+        s.call(
+            vault.functions.deposit(spec.deposit_usdc, depositor),
+            depositor,
+            f"{spec.symbol}: deposit",
+        )
 
         # Long options first, paid from idle cash; covered calls after the rebalance has posted
         # the underlying they lock.
         self._trade_options(vault, spec, longs=True)
         venue = self.c["SwapVenue"]
         swaps = []
-        pool = self.c["LendingPool"]
         idle = int(usdc.functions.balanceOf(vault.address).call()) - spec.perp_margin_usdc
         room = 0
         for u, total in spec.buys_usdc.items():
@@ -302,14 +375,19 @@ class MarketDeployer:
                 borrowed = max(0, amount - max(idle, 0))
                 idle = max(idle - amount, 0)
                 room += amount * ltv * (10_000 - SWAP_FEE_BPS - 20) // (WAD * 10_000) - borrowed
-        del pool
         perps = []
         for u, size in spec.perp_sizes.items():
-            price = Web3.to_int(self.c[f"{u}_USD"].functions.latestAnswer().call()) * 10 ** (18 - FEED_DECIMALS)
+            price = Web3.to_int(self.c[f"{u}_USD"].functions.latestAnswer().call()) * 10 ** (
+                18 - FEED_DECIMALS
+            )
             limit = price * 995 // 1000 if size < 0 else price * 1005 // 1000
             perps.append((self.c[UNDERLYINGS[u][0]].address, size, limit))
         deadline = int(self.w3.eth.get_block("latest")["timestamp"]) + 600
-        s.call(vault.functions.rebalance(swaps, perps, spec.perp_margin_usdc, deadline), self.roles["keeper"], f"{spec.symbol}: opening rebalance")
+        s.call(
+            vault.functions.rebalance(swaps, perps, spec.perp_margin_usdc, deadline),
+            self.roles["keeper"],
+            f"{spec.symbol}: opening rebalance",
+        )
         self._trade_options(vault, spec, longs=False)
 
     def _trade_options(self, vault: Contract, spec: VaultSpec, longs: bool) -> None:
@@ -321,7 +399,11 @@ class MarketDeployer:
             sid = self.series_ids[name]
             premium = options.functions.quote(sid, size).call()
             limit = premium * 101 // 100 if size > 0 else premium * 99 // 100
-            self.sender.call(vault.functions.tradeOption(sid, size, limit), self.roles["strategist"], f"{spec.symbol}: trade {name}")
+            self.sender.call(
+                vault.functions.tradeOption(sid, size, limit),
+                self.roles["strategist"],
+                f"{spec.symbol}: trade {name}",
+            )
 
     # ------------------------------------------------------------------ all
     def deploy_all(self, specs: tuple[VaultSpec, ...] = VAULT_SPECS) -> Deployment:
@@ -349,12 +431,15 @@ def unlocked_roles(w3: Web3) -> dict[str, ChecksumAddress]:
     accounts = list(w3.eth.accounts)
     if len(accounts) < len(ROLE_NAMES):
         raise DeploymentError(
-            f"the node has {len(accounts)} unlocked accounts; {len(ROLE_NAMES)} are needed (or pass --deployer-key)"
+            f"the node has {len(accounts)} unlocked accounts; {len(ROLE_NAMES)} are needed"
+            " (or give a deployer key)"
         )
     return {role: Web3.to_checksum_address(accounts[i]) for i, role in enumerate(ROLE_NAMES)}
 
 
-def deploy_everything(w3: Web3, sender: Sender | None = None, roles: dict[str, ChecksumAddress] | None = None) -> Deployment:
-    """The whole market and seeded vaults on `w3` (unlocked accounts unless `roles`/`sender` given)."""
+def deploy_everything(
+    w3: Web3, sender: Sender | None = None, roles: dict[str, ChecksumAddress] | None = None
+) -> Deployment:
+    """The market and seeded vaults on `w3` (unlocked accounts unless `roles`/`sender` given)."""
     roles = roles or unlocked_roles(w3)
     return MarketDeployer(w3, sender or Sender(w3), roles).deploy_all()

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from eth_abi import decode
-from eth_utils import function_signature_to_4byte_selector
+from eth_abi.abi import decode
+from eth_utils.abi import function_signature_to_4byte_selector
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
 from keeper.chain.abi import CONTRACT_NAMES, load_artifact
@@ -35,7 +35,11 @@ class DecodedError:
     args: tuple[Any, ...]
 
     def __str__(self) -> str:
-        if self.name == "VaultInvalidMandate" and len(self.args) == 2 and self.args[0] < len(MANDATE_FIELDS):
+        if (
+            self.name == "VaultInvalidMandate"
+            and len(self.args) == 2
+            and self.args[0] < len(MANDATE_FIELDS)
+        ):
             return f"VaultInvalidMandate({MANDATE_FIELDS[self.args[0]]}={self.args[1]})"
         return f"{self.name}({', '.join(str(a) for a in self.args)})"
 

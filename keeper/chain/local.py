@@ -3,7 +3,7 @@ because eth-tester and anvil name (and mean) these operations differently."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from web3 import Web3
 
@@ -28,20 +28,22 @@ class TesterChain:
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
+        # `w3.testing` is attached at run time for the tester provider; web3's stubs omit it.
+        self._testing: Any = cast(Any, w3).testing
 
     def increase_time(self, seconds: int) -> None:
         now = int(self.w3.eth.get_block("latest")["timestamp"])
-        self.w3.testing.time_travel(now + seconds)
-        self.w3.testing.mine(1)
+        self._testing.time_travel(now + seconds)
+        self._testing.mine(1)
 
     def mine(self, blocks: int = 1) -> None:
-        self.w3.testing.mine(blocks)
+        self._testing.mine(blocks)
 
     def snapshot(self) -> object:
-        return self.w3.testing.snapshot()
+        return self._testing.snapshot()
 
     def revert(self, snapshot_id: object) -> None:
-        self.w3.testing.revert(snapshot_id)  # type: ignore[arg-type]
+        self._testing.revert(snapshot_id)
 
 
 class AnvilChain:

@@ -8,15 +8,20 @@ from typing import Any
 
 from eth_typing import ChecksumAddress
 from web3 import Web3
+from web3.types import Wei
 
 from keeper.errors import ChainReadError
 
 logger = logging.getLogger(__name__)
 
 #: Same address on most public chains; local chains get it from the pre-signed transaction.
-MULTICALL3_ADDRESS: ChecksumAddress = Web3.to_checksum_address("0xcA11bde05977b3631167028862bE2a173976CA11")
+MULTICALL3_ADDRESS: ChecksumAddress = Web3.to_checksum_address(
+    "0xcA11bde05977b3631167028862bE2a173976CA11"
+)
 #: The one-off deployer of the pre-signed (keyless, pre-EIP-155) deployment transaction.
-MULTICALL3_DEPLOYER: ChecksumAddress = Web3.to_checksum_address("0x05f32B3cC3888453ff71B01135B34FF8e41263F2")
+MULTICALL3_DEPLOYER: ChecksumAddress = Web3.to_checksum_address(
+    "0x05f32B3cC3888453ff71B01135B34FF8e41263F2"
+)
 #: Gas 1,000,000 at 100 gwei: what the deployer must hold to pay for it.
 MULTICALL3_DEPLOY_COST_WEI = 10**17
 _PRESIGNED_TX = Path(__file__).with_name("multicall3-presigned-tx.hex")
@@ -66,7 +71,11 @@ def ensure_multicall3(w3: Web3, funder: ChecksumAddress) -> bool:
     balance = w3.eth.get_balance(MULTICALL3_DEPLOYER)
     if balance < MULTICALL3_DEPLOY_COST_WEI:
         tx = w3.eth.send_transaction(
-            {"from": funder, "to": MULTICALL3_DEPLOYER, "value": MULTICALL3_DEPLOY_COST_WEI - balance}
+            {
+                "from": funder,
+                "to": MULTICALL3_DEPLOYER,
+                "value": Wei(MULTICALL3_DEPLOY_COST_WEI - balance),
+            }
         )
         w3.eth.wait_for_transaction_receipt(tx)
     raw = bytes.fromhex(_PRESIGNED_TX.read_text().strip().removeprefix("0x"))

@@ -44,7 +44,10 @@ class RevertingTesterProvider(EthereumTesterProvider):
             result = delegator(self.ethereum_tester, params)
         except TransactionFailed as exc:
             data = _revert_data(exc)
-            error: dict[str, Any] = {"code": EXECUTION_REVERTED_CODE, "message": "execution reverted"}
+            error: dict[str, Any] = {
+                "code": EXECUTION_REVERTED_CODE,
+                "message": "execution reverted",
+            }
             if data is not None:
                 error["data"] = "0x" + data.hex()
             else:
