@@ -1,0 +1,605 @@
+"""The operator's settings: typed, read from the environment and `.env`, validated once.
+
+Everything here is what belongs to the operator (RPC, key source, vaults, gas policy, intervals);
+the risk mandate lives on-chain in each vault. :func:`load_settings` is the one entry point: it
+reads ``KEEPER_*`` variables (the process environment wins over the `.env` file), validates every
+rule once and raises :class:`~keeper.errors.ConfigError` with one line naming the setting.
+
+Gas amounts are configured in gwei (floats, as operators think of them) and converted once, by
+:func:`gwei_to_wei` (floor, decimal-exact), into the integer :class:`GasPolicy` that the
+transaction layer uses; it never sees a float fee.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from dotenv import dotenv_values
+from eth_typing import ChecksumAddress
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+from web3 import Web3
+from web3.types import Wei
+
+from keeper.chain.connect import mask_rpc_url
+from keeper.errors import ConfigError
+from keeper.risk.actions import Urgency
+
+logger = logging.getLogger(__name__)
+
+#: Every setting is read from ``KEEPER_<FIELD NAME IN CAPITALS>``.
+ENV_PREFIX = "KEEPER_"
+#: ``KEEPER_*`` variables that other tools of this project read (scripts/deploy.py, ABI loading);
+#: they are not keeper settings, but not typos either, so no warning for them.
+FOREIGN_ENV_NAMES = frozenset({"KEEPER_DEPLOYER_KEY", "KEEPER_ABI_DIR"})
+#: Default tick deadline as a share of the poll interval: leaves time to log and close the tick
+#: before the next one is due.
+TICK_DEADLINE_SHARE = 0.8
+WEI_PER_GWEI = 10**9
+#: Basis points in one: ratios handed to the transaction layer are integer bps.
+BPS = 10_000
+#: Shown instead of any secret.
+MASK = "***"
+#: Shown for a setting that is not set.
+UNSET = "(not set)"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+_PRIVATE_KEY_RE = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+_NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+#: Fields whose input must never appear in a message, not even a malformed one.
+_SECRET_FIELDS = frozenset({"rpc_url", "private_key"})
+_FEE_CAP_FIELDS: tuple[tuple[Urgency, str], ...] = (
+    (Urgency.LOW, "max_fee_gwei_low"),
+    (Urgency.NORMAL, "max_fee_gwei_normal"),
+    (Urgency.HIGH, "max_fee_gwei_high"),
+    (Urgency.CRITICAL, "max_fee_gwei_critical"),
+)
+
+#: The environment `load_settings` hands to the settings sources (None: pydantic's default).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("keeper_config_environ", default=None)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field` (``poll_interval`` → ``KEEPER_POLL_INTERVAL``)."""
+    return ENV_PREFIX + field.upper()
+
+
+def gwei_to_wei(gwei: float) -> Wei:
+    """`gwei` in integer wei, rounded down (we never send more than configured).
+
+    Goes through the float's shortest decimal form, so ``0.57`` gwei is exactly 570_000_000 wei
+    (a binary product would give 569_999_999).
+    """
+    if not math.isfinite(gwei) or gwei < 0:
+        raise ValueError(f"not a non-negative finite amount of gwei: {gwei!r}")
+    wei = (Decimal(repr(gwei)) * WEI_PER_GWEI).to_integral_value(rounding=ROUND_FLOOR)
+    return Wei(int(wei))
+
+
+def _ratio_to_bps(value: float) -> int:
+    """`value` (1.25) in basis points (12_500), rounded up: margins and bumps never shrink."""
+    return int((Decimal(repr(value)) * BPS).to_integral_value(rounding=ROUND_CEILING))
+
+
+def parse_address(text: str) -> ChecksumAddress:
+    """`text` as a checksum address; all-lower or all-upper hex has no checksum to verify.
+
+    Raises ValueError with a message quoting `text` (addresses are public).
+    """
+    candidate = text.strip()
+    if not _ADDRESS_RE.fullmatch(candidate):
+        raise ValueError(f"{candidate!r} is not an address")
+    checksummed = Web3.to_checksum_address(candidate)
+    digits = candidate[2:]
+    if digits not in (digits.lower(), digits.upper()) and candidate != checksummed:
+        raise ValueError(f"{candidate!r} has a bad checksum (expected {checksummed})")
+    return checksummed
+
+
+def _parse_addresses(texts: Iterable[str]) -> tuple[ChecksumAddress, ...]:
+    """Checksum addresses in first-seen order, without duplicates."""
+    out: dict[ChecksumAddress, None] = {}
+    for text in texts:
+        out.setdefault(parse_address(text), None)
+    return tuple(out)
+
+
+def load_deployment(path: str | Path) -> dict[str, Any]:
+    """The deployment JSON that scripts/deploy.py writes, checked, with addresses checksummed.
+
+    Requires ``chain_id`` (positive integer) and ``vaults`` (list of addresses); ``contracts`` and
+    ``accounts``, when present, must map names to addresses. Every problem raises one
+    ConfigError line naming KEEPER_DEPLOYMENT and the path.
+    """
+    where = f"{env_name('deployment')}: {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not a UTF-8 text file") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    chain_id = data.get("chain_id")
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
+        raise ConfigError(f"{where}: 'chain_id' must be a positive integer, got {chain_id!r}")
+    vaults = data.get("vaults")
+    if not isinstance(vaults, list) or not all(isinstance(v, str) for v in vaults):
+        raise ConfigError(f"{where}: 'vaults' must be a list of addresses")
+    try:
+        data["vaults"] = list(_parse_addresses(vaults))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: vaults: {exc}") from None
+    for section in ("contracts", "accounts"):
+        if section not in data:
+            continue
+        entries = data[section]
+        if not isinstance(entries, dict) or not all(isinstance(v, str) for v in entries.values()):
+            raise ConfigError(f"{where}: '{section}' must map names to addresses")
+        try:
+            data[section] = {name: parse_address(addr) for name, addr in entries.items()}
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {section}: {exc}") from None
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class GasPolicy:
+    """The gas settings in integers, as the transaction layer uses them."""
+
+    #: Fee cap (maxFeePerGas ceiling) per urgency name: 'LOW', 'NORMAL', 'HIGH', 'CRITICAL'.
+    max_fee_wei: Mapping[str, Wei]
+    #: LOW and NORMAL actions wait while the base fee is above this.
+    acceptable_base_fee_wei: Wei
+    priority_fee_min_wei: Wei
+    priority_fee_max_wei: Wei
+    #: Gas limit = estimate × margin_bps / 10_000 (1.25 → 12_500), rounded up.
+    gas_limit_margin_bps: int
+    #: Each replacement raises both fees by at least this many bps of the previous (≥ 1_250).
+    fee_bump_bps: int
+    tx_timeout_s: float
+    max_replacements: int
+
+    def max_fee_for(self, urgency: Urgency | str) -> Wei:
+        """The fee cap for `urgency` (an Urgency or its name)."""
+        name = urgency.name if isinstance(urgency, Urgency) else urgency
+        return self.max_fee_wei[name]
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """Reads ``KEEPER_*`` from a given mapping instead of ``os.environ`` (tests, embedding)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Same normalisation as pydantic-settings applies to os.environ: names are matched
+        # case-insensitively and empty values count as unset (env_ignore_empty).
+        return {key.lower(): value for key, value in self._environ.items() if value != ""}
+
+
+class Settings(BaseSettings):
+    """The keeper's settings. Build with :func:`load_settings`; immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        allow_inf_nan=False,
+        validate_default=True,
+    )
+
+    # --- chain -----------------------------------------------------------------------------
+    rpc_url: SecretStr = Field(
+        description="HTTP(S) JSON-RPC endpoint. Holds API keys: only ever shown masked."
+    )
+    chain_id: int | None = Field(
+        default=None,
+        gt=0,
+        description="Expected chain id, checked at start. Default: the deployment's chain_id.",
+    )
+
+    # --- signing key (one source) ---------------------------------------------------------------
+    private_key: SecretStr | None = Field(
+        default=None,
+        description="Hex private key (32 bytes, 0x optional). Or use KEEPER_KEYSTORE.",
+    )
+    keystore: Path | None = Field(
+        default=None,
+        description="Encrypted JSON keystore (eth-account); needs KEEPER_KEYSTORE_PASSWORD_FILE.",
+    )
+    keystore_password_file: Path | None = Field(
+        default=None,
+        description="File holding the keystore password (one trailing newline is ignored).",
+    )
+
+    # --- what to watch ---------------------------------------------------------------------------
+    vaults: Annotated[tuple[ChecksumAddress, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated vault addresses (EIP-55 checksum checked if mixed case).",
+    )
+    deployment: Path | None = Field(
+        default=None,
+        description="Deployment JSON from scripts/deploy.py; its vaults are watched too.",
+    )
+
+    # --- timing ------------------------------------------------------------------------------
+    poll_interval: float = Field(default=12.0, gt=0, description="Seconds between ticks.")
+    tick_deadline: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a tick may run; at most the poll interval. Default: 0.8 × interval.",
+    )
+    max_staleness: int = Field(
+        default=3600,
+        gt=0,
+        description="Seconds after which a price feed is stale: no action on stale data.",
+    )
+
+    # --- gas policy ------------------------------------------------------------------------------
+    max_fee_gwei_low: float = Field(default=30.0, gt=0, description="Fee cap for LOW, gwei.")
+    max_fee_gwei_normal: float = Field(default=60.0, gt=0, description="Fee cap for NORMAL, gwei.")
+    max_fee_gwei_high: float = Field(default=150.0, gt=0, description="Fee cap for HIGH, gwei.")
+    max_fee_gwei_critical: float = Field(
+        default=500.0, gt=0, description="Fee cap for CRITICAL (deleverage), gwei."
+    )
+    acceptable_base_fee_gwei: float = Field(
+        default=25.0,
+        gt=0,
+        description="LOW/NORMAL actions wait while the base fee is above this, gwei.",
+    )
+    priority_fee_min_gwei: float = Field(
+        default=0.01, gt=0, description="Lowest priority fee (tip) offered, gwei."
+    )
+    priority_fee_max_gwei: float = Field(
+        default=5.0, gt=0, description="Highest priority fee (tip) offered, gwei."
+    )
+    gas_limit_margin: float = Field(
+        default=1.25, ge=1.0, description="Gas limit = gas estimate × this margin."
+    )
+    tx_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for a receipt before replacing."
+    )
+    max_replacements: int = Field(
+        default=5, ge=0, description="Fee-bumped replacements of a stuck transaction, at most."
+    )
+    fee_bump_percent: float = Field(
+        default=12.5,
+        ge=12.5,
+        description="Fee increase per replacement, percent (nodes require at least 12.5).",
+    )
+
+    # --- process ---------------------------------------------------------------------------
+    journal: Path = Field(default=Path("keeper-journal.sqlite"), description="SQLite journal file.")
+    dry_run: bool = Field(
+        default=False, description="Decide and log what would be sent; send nothing."
+    )
+    log_json: bool = Field(default=False, description="Log JSON lines instead of text.")
+    log_level: LogLevel = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    _deployment_data: dict[str, Any] | None = PrivateAttr(default=None)
+    _chain_id_from_deployment: bool = PrivateAttr(default=False)
+    _gas: GasPolicy | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        if environ is not None:
+            env_settings = _MappingEnvSource(settings_cls, environ)
+        # Order is precedence: explicit arguments, then the environment, then `.env`.
+        return init_settings, env_settings, dotenv_settings
+
+    # --- field rules -------------------------------------------------------------------------
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _check_rpc_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        if not re.match(r"https?://[^/\s]", url, flags=re.IGNORECASE):
+            raise ValueError(f"must be an http(s) URL, got {mask_rpc_url(url)}")
+        return SecretStr(url)
+
+    @field_validator("private_key")
+    @classmethod
+    def _check_private_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not _PRIVATE_KEY_RE.fullmatch(key):
+            raise ValueError("not a valid private key")  # never echo any of it
+        return SecretStr(key)
+
+    @field_validator("vaults", mode="before")
+    @classmethod
+    def _split_vaults(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return _parse_addresses(str(v) for v in value)
+        return value
+
+    @field_validator("keystore", "keystore_password_file", "deployment", "journal", mode="after")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    # --- cross-field rules (raise ConfigError directly: the message names both settings) ----
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        self._check_key_source()
+        self._resolve_deployment()
+        if not self.vaults and not (self._deployment_data and self._deployment_data["vaults"]):
+            raise ConfigError(
+                f"{env_name('vaults')} / {env_name('deployment')}: no vault to watch; "
+                "set at least one"
+            )
+        self._check_timing()
+        self._set_gas_policy()
+        parent = self.journal.parent
+        if not parent.is_dir():
+            raise ConfigError(f"{env_name('journal')}: directory {parent} does not exist")
+        return self
+
+    def _check_key_source(self) -> None:
+        key, keystore, password = (
+            env_name("private_key"),
+            env_name("keystore"),
+            env_name("keystore_password_file"),
+        )
+        if self.private_key is not None and self.keystore is not None:
+            raise ConfigError(f"{key} and {keystore}: both set; give exactly one key source")
+        if self.keystore is not None and self.keystore_password_file is None:
+            raise ConfigError(f"{password}: required with {keystore}")
+        if self.keystore is None and self.keystore_password_file is not None:
+            raise ConfigError(f"{password}: set without {keystore}")
+        if self.private_key is None and self.keystore is None and not self.dry_run:
+            raise ConfigError(
+                f"{key} / {keystore}: a signing key is required "
+                f"(or set {env_name('dry_run')}=true to run without one)"
+            )
+
+    def _resolve_deployment(self) -> None:
+        if self.deployment is None:
+            return
+        data = load_deployment(self.deployment)
+        deployed_chain = int(data["chain_id"])
+        if self.chain_id is None:
+            object.__setattr__(self, "chain_id", deployed_chain)  # frozen: set during validation
+            self._chain_id_from_deployment = True
+        elif self.chain_id != deployed_chain:
+            raise ConfigError(
+                f"{env_name('chain_id')}: {self.chain_id} differs from chain_id {deployed_chain} "
+                f"in {env_name('deployment')} {self.deployment}"
+            )
+        self._deployment_data = data
+
+    def _check_timing(self) -> None:
+        interval, deadline = env_name("poll_interval"), env_name("tick_deadline")
+        if self.tick_deadline is None:
+            object.__setattr__(self, "tick_deadline", TICK_DEADLINE_SHARE * self.poll_interval)
+        elif self.tick_deadline > self.poll_interval:
+            raise ConfigError(
+                f"{deadline}: must be <= {interval} ({self.poll_interval:g}), "
+                f"got {self.tick_deadline:g}"
+            )
+
+    def _set_gas_policy(self) -> None:
+        caps = {u.name: gwei_to_wei(getattr(self, f)) for u, f in _FEE_CAP_FIELDS}
+        for (_, lower), (_, upper) in zip(_FEE_CAP_FIELDS, _FEE_CAP_FIELDS[1:], strict=False):
+            if getattr(self, upper) < getattr(self, lower):
+                raise ConfigError(
+                    f"{env_name(upper)} ({getattr(self, upper):g}) must be >= "
+                    f"{env_name(lower)} ({getattr(self, lower):g}): caps rise with urgency"
+                )
+        for _, field in _FEE_CAP_FIELDS:
+            if gwei_to_wei(getattr(self, field)) == 0:
+                raise ConfigError(f"{env_name(field)}: must be at least 1 wei (1e-9 gwei)")
+        base_fee = gwei_to_wei(self.acceptable_base_fee_gwei)
+        if base_fee > caps[Urgency.NORMAL.name]:
+            raise ConfigError(
+                f"{env_name('acceptable_base_fee_gwei')} ({self.acceptable_base_fee_gwei:g}) "
+                f"must be <= {env_name('max_fee_gwei_normal')} ({self.max_fee_gwei_normal:g})"
+            )
+        tip_min = gwei_to_wei(self.priority_fee_min_gwei)
+        tip_max = gwei_to_wei(self.priority_fee_max_gwei)
+        if tip_min > tip_max:
+            raise ConfigError(
+                f"{env_name('priority_fee_min_gwei')} ({self.priority_fee_min_gwei:g}) must be "
+                f"<= {env_name('priority_fee_max_gwei')} ({self.priority_fee_max_gwei:g})"
+            )
+        self._gas = GasPolicy(
+            max_fee_wei=MappingProxyType(caps),
+            acceptable_base_fee_wei=base_fee,
+            priority_fee_min_wei=tip_min,
+            priority_fee_max_wei=tip_max,
+            gas_limit_margin_bps=_ratio_to_bps(self.gas_limit_margin),
+            fee_bump_bps=_ratio_to_bps(self.fee_bump_percent / 100),
+            tx_timeout_s=self.tx_timeout,
+            max_replacements=self.max_replacements,
+        )
+
+    # --- derived values ----------------------------------------------------------------------
+
+    @property
+    def gas(self) -> GasPolicy:
+        """The gas policy in integer wei / bps, computed once at validation."""
+        if self._gas is None:  # only when built around the validators (model_construct)
+            raise ConfigError("settings were not validated; use load_settings()")
+        return self._gas
+
+    def fee_caps_wei(self) -> Mapping[str, Wei]:
+        """Fee cap per urgency name ('LOW', 'NORMAL', 'HIGH', 'CRITICAL') in wei."""
+        return self.gas.max_fee_wei
+
+    @property
+    def deployment_data(self) -> Mapping[str, Any] | None:
+        """The checked deployment JSON (addresses checksummed), or None without one."""
+        return self._deployment_data
+
+    @property
+    def effective_tick_deadline(self) -> float:
+        """The tick deadline in seconds (always set after validation)."""
+        return (
+            self.tick_deadline
+            if self.tick_deadline is not None
+            else TICK_DEADLINE_SHARE * self.poll_interval
+        )
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Effective settings as (ENV_NAME, shown value) rows; secrets masked, RPC URL masked."""
+        rows: list[tuple[str, str]] = []
+        for field in type(self).model_fields:
+            rows.append((env_name(field), self._display(field)))
+        return rows
+
+    def _display(self, field: str) -> str:
+        value = getattr(self, field)
+        if field == "rpc_url":
+            return mask_rpc_url(self.rpc_url.get_secret_value())
+        if field == "private_key":
+            return MASK if value is not None else UNSET
+        if value is None:
+            return UNSET
+        if field == "chain_id" and self._chain_id_from_deployment:
+            return f"{value} (from {env_name('deployment')})"
+        if field == "vaults":
+            return ", ".join(value) if value else "(none)"
+        if field == "deployment" and self._deployment_data is not None:
+            count = len(self._deployment_data["vaults"])
+            return f"{value} ({count} vault{'s' if count != 1 else ''})"
+        if field.endswith("_gwei") or "_gwei_" in field:
+            return f"{value:g} gwei"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+
+def resolve_vaults(settings: Settings) -> tuple[ChecksumAddress, ...]:
+    """Every vault to watch: KEEPER_VAULTS first, then the deployment's, without duplicates."""
+    deployed: list[str] = []
+    if settings.deployment_data is not None:
+        deployed = list(settings.deployment_data["vaults"])
+    return _parse_addresses([*settings.vaults, *deployed])
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Read, validate and return the settings, or raise ConfigError with one line.
+
+    `env` replaces the process environment (tests); `env_file` is read when it exists and the
+    environment wins over it. Validation happens here, once.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    _warn_unknown_names(environ, env_file)
+    token = _ENVIRON.set(environ)
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_error_line(err) for err in exc.errors())) from None
+    except SettingsError as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"env file {env_file}: cannot read ({exc})") from None
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _warn_unknown_names(environ: Mapping[str, str], env_file: str | Path | None) -> None:
+    """Log (by name only) ``KEEPER_*`` variables no setting reads: most likely a typo."""
+    names = {name.upper() for name in environ}
+    if env_file is not None and Path(env_file).is_file():
+        try:
+            names |= {name.upper() for name in dotenv_values(env_file)}
+        except (OSError, UnicodeDecodeError):
+            pass  # load_settings reports an unreadable env file itself
+    known = {env_name(field) for field in Settings.model_fields} | FOREIGN_ENV_NAMES
+    for name in sorted(n for n in names if n.startswith(ENV_PREFIX) and n not in known):
+        logger.warning("ignoring %s: no such setting (typo?)", name)
+
+
+def _error_line(err: ErrorDetails) -> str:
+    """One pydantic error as "KEEPER_NAME: problem"; secret inputs are never shown."""
+    field = str(err["loc"][0]) if err["loc"] else ""
+    name = env_name(field) if field else "settings"
+    kind, ctx = err["type"], err.get("ctx", {})
+    got = "" if field in _SECRET_FIELDS else f", got {_shown(err.get('input'))}"
+    if kind == "missing":
+        return f"{name}: required"
+    if kind == "value_error":
+        return f"{name}: {ctx.get('error', err['msg'])}"
+    if kind == "greater_than":
+        return f"{name}: must be > {_number(ctx['gt'])}{got}"
+    if kind == "greater_than_equal":
+        return f"{name}: must be >= {_number(ctx['ge'])}{got}"
+    if kind in ("float_parsing", "float_type"):
+        return f"{name}: must be a number{got}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{name}: must be a whole number{got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{name}: must be true or false{got}"
+    if kind == "finite_number":
+        return f"{name}: must be a finite number{got}"
+    return f"{name}: {err['msg'].replace('Input should be', 'must be', 1)}{got}"
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if _NUMBER_RE.fullmatch(text.strip()) else repr(text)
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
