@@ -1,0 +1,742 @@
+"""The durable record: ticks, decisions, intents and their transactions, in SQLite.
+
+The rule it exists for: an intent, and each signed transaction with its raw bytes, is committed
+to disk *before* it is broadcast. After a crash, :meth:`Journal.unfinished_intents` lists what
+may be in flight, with everything needed to find its receipt or rebroadcast it, so a restart
+never sends an action twice.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: every commit is fsynced before the call
+returns. That costs a few milliseconds per write, nothing next to an RPC round trip, and a
+keeper writes a handful of rows per tick. One connection is shared by the process behind a lock.
+Wei amounts are stored as decimal TEXT (they overflow SQLite's 64-bit INTEGER); times are unix
+seconds from an injectable clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import numbers
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Literal, get_args
+
+from web3.types import Wei
+
+from keeper.errors import KeeperError
+
+logger = logging.getLogger(__name__)
+
+IntentStatus = Literal["pending", "sent", "mined", "reverted", "failed", "dropped", "dry_run"]
+TxStatus = Literal["pending", "mined", "reverted", "replaced", "dropped"]
+
+#: An intent in one of these may still have a transaction in flight: reconcile before sending.
+UNFINISHED_STATUSES: tuple[IntentStatus, ...] = ("pending", "sent")
+#: What an intent may be created as: about to be sent, or recorded as never sent.
+INITIAL_STATUSES: tuple[IntentStatus, ...] = ("pending", "dry_run", "failed")
+#: SQLite integers are signed 64-bit; larger JSON ints are written as strings to stay exact
+#: for readers (SQLite's json functions, JavaScript) that would round them through a double.
+JSON_INT_MIN, JSON_INT_MAX = -(2**63), 2**63 - 1
+#: Seconds to wait for a lock held by another connection (a `keeper status` reading the file).
+BUSY_TIMEOUT_MS = 5_000
+
+_SPECIAL_FLOATS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+_BIG_INT_RE = re.compile(r"-?[0-9]{19,}")
+_HASH_RE = re.compile(r"0x[0-9a-f]{64}")
+
+#: Schema migrations: version → DDL. Append only; never edit a released step.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE ticks (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            block INTEGER NOT NULL,
+            chain_id INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            error TEXT
+        );
+        CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY,
+            tick_id INTEGER NOT NULL REFERENCES ticks(id),
+            vault TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            urgency TEXT NOT NULL,
+            expected_benefit_usd REAL,
+            expected_cost_usd REAL,
+            reason TEXT NOT NULL,
+            inputs_json TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX decisions_tick ON decisions(tick_id);
+        CREATE TABLE intents (
+            id INTEGER PRIMARY KEY,
+            decision_id INTEGER REFERENCES decisions(id),
+            vault TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            calldata TEXT NOT NULL,
+            to_address TEXT NOT NULL,
+            value TEXT NOT NULL,
+            nonce INTEGER,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'mined', 'reverted',
+                                                   'failed', 'dropped', 'dry_run')),
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            outcome_json TEXT
+        );
+        CREATE INDEX intents_status ON intents(status);
+        CREATE INDEX intents_vault ON intents(vault, id);
+        CREATE TABLE transactions (
+            id INTEGER PRIMARY KEY,
+            intent_id INTEGER NOT NULL REFERENCES intents(id),
+            tx_hash TEXT NOT NULL UNIQUE,
+            nonce INTEGER NOT NULL,
+            max_fee_per_gas TEXT NOT NULL,
+            max_priority_fee_per_gas TEXT NOT NULL,
+            gas_limit INTEGER NOT NULL,
+            raw_tx TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'mined', 'reverted', 'replaced',
+                                                   'dropped')),
+            block INTEGER,
+            gas_used INTEGER,
+            effective_gas_price TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX transactions_intent ON transactions(intent_id);
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class JournalError(KeeperError):
+    """The journal refused a write or a lookup (unknown id, duplicate hash, disk error).
+
+    Not retryable by default: nothing may be broadcast that the journal did not record."""
+
+
+# --- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TickRecord:
+    id: int
+    started_at: float
+    finished_at: float | None
+    block: int
+    chain_id: int
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    id: int
+    tick_id: int
+    vault: str
+    kind: str
+    urgency: str
+    expected_benefit_usd: float
+    expected_cost_usd: float
+    reason: str
+    #: Decoded: "inf"/"-inf"/"nan" and out-of-int64 digit strings come back as numbers.
+    inputs: Mapping[str, object]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    id: int
+    intent_id: int
+    tx_hash: str
+    nonce: int
+    max_fee_per_gas: Wei
+    max_priority_fee_per_gas: Wei
+    gas_limit: int
+    #: The signed transaction, ready for eth_sendRawTransaction.
+    raw_tx: bytes
+    status: TxStatus
+    block: int | None
+    gas_used: int | None
+    effective_gas_price: Wei | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRecord:
+    id: int
+    decision_id: int | None
+    vault: str
+    kind: str
+    calldata: bytes
+    to_address: str
+    value: Wei
+    nonce: int | None
+    status: IntentStatus
+    created_at: float
+    updated_at: float
+    outcome: Mapping[str, object] | None
+    #: Oldest first; replacements share the nonce.
+    transactions: tuple[TxRecord, ...]
+
+
+# --- JSON that survives inf, nan and big ints ----------------------------------------------------
+
+
+def _to_json_value(value: object, where: str) -> object:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return _label(value)
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+        return number if JSON_INT_MIN <= number <= JSON_INT_MAX else str(number)
+    if isinstance(value, numbers.Real):
+        number_f = float(value)
+        if math.isnan(number_f):
+            return "nan"
+        if math.isinf(number_f):
+            return "inf" if number_f > 0 else "-inf"
+        return number_f
+    if isinstance(value, Mapping):
+        return {_label(k): _to_json_value(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise JournalError(f"{where}: cannot journal a {type(value).__name__}")
+
+
+def _from_json_value(value: object) -> object:
+    if isinstance(value, str):
+        if value in _SPECIAL_FLOATS:
+            return _SPECIAL_FLOATS[value]
+        if _BIG_INT_RE.fullmatch(value):
+            number = int(value)
+            if not JSON_INT_MIN <= number <= JSON_INT_MAX:
+                return number
+        return value
+    if isinstance(value, dict):
+        return {k: _from_json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json_value(v) for v in value]
+    return value
+
+
+def encode_json(data: Mapping[str, object], where: str = "inputs") -> str:
+    """Strict JSON (no NaN/Infinity tokens) for `data`: non-finite floats become the strings
+    "inf", "-inf", "nan"; ints outside int64 become decimal strings; enums their value/name.
+    :func:`decode_json` reverses this — a string that happens to read "inf", or digits beyond
+    int64, comes back as a number (the one ambiguity of this plain encoding)."""
+    return json.dumps(_to_json_value(data, where), allow_nan=False, sort_keys=True)
+
+
+def decode_json(text: str) -> Mapping[str, object]:
+    """The inverse of :func:`encode_json`, read-only."""
+    data = _from_json_value(json.loads(text))
+    if not isinstance(data, dict):
+        raise JournalError(f"journal JSON is not an object: {text[:80]!r}")
+    return MappingProxyType(data)
+
+
+def _label(value: object) -> str:
+    """An enum as its string value (ActionKind.HEDGE → "hedge") or name (Urgency.HIGH → "HIGH")."""
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, str) else value.name
+    return str(value)
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + bytes(data).hex()
+
+
+def _unhex(text: str) -> bytes:
+    return bytes.fromhex(text[2:] if text.startswith("0x") else text)
+
+
+def normalize_tx_hash(tx_hash: str | bytes) -> str:
+    """`tx_hash` as lower-case ``0x`` + 64 hex digits (accepts HexBytes, bytes or str)."""
+    text = _hex(tx_hash) if isinstance(tx_hash, bytes) else str(tx_hash).lower()
+    if not text.startswith("0x"):
+        text = "0x" + text
+    if not _HASH_RE.fullmatch(text):
+        raise JournalError(f"not a transaction hash: {tx_hash!r}")
+    return text
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)  # SQLite stores NaN as NULL anyway
+
+
+def _opt_wei(text: str | None) -> Wei | None:
+    return None if text is None else Wei(int(text))
+
+
+# --- the journal -------------------------------------------------------------------------------
+
+
+class Journal:
+    """One SQLite file (or ``":memory:"``), one connection, one lock. Every public write is one
+    transaction, committed (and fsynced) before the method returns."""
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
+        try:
+            self._conn.row_factory = sqlite3.Row
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._migrate()
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
+            raise
+        if mode != "wal" and self.path != ":memory:":
+            logger.warning("journal %s: WAL unavailable, journal_mode=%s", self.path, mode)
+        logger.debug("journal %s open (schema %d)", self.path, SCHEMA_VERSION)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                raise JournalError(f"journal: {what}: constraint violated: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal: {what}: {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal: read failed: {exc}") from exc
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = int(row[0] or 0)
+            if current > SCHEMA_VERSION:
+                raise JournalError(
+                    f"journal {self.path}: schema {current} is newer than this keeper's "
+                    f"{SCHEMA_VERSION}"
+                )
+            for version, ddl in MIGRATIONS:
+                if version > current:
+                    for statement in ddl.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                    logger.info("journal %s: schema migrated to %d", self.path, version)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- ticks and decisions ---------------------------------------------------------------------
+
+    def start_tick(self, block: int, chain_id: int) -> int:
+        with self._write("start tick") as conn:
+            cur = conn.execute(
+                "INSERT INTO ticks (started_at, block, chain_id, status) VALUES (?, ?, ?, ?)",
+                (self._clock(), block, chain_id, "running"),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_tick(self, tick_id: int, status: str, error: str | None = None) -> None:
+        """Close tick `tick_id` with `status` (e.g. 'ok', 'error', 'timeout')."""
+        with self._write("finish tick") as conn:
+            cur = conn.execute(
+                "UPDATE ticks SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                (status, error, self._clock(), tick_id),
+            )
+            self._require(cur.rowcount, f"tick {tick_id}")
+
+    def tick(self, tick_id: int) -> TickRecord:
+        rows = self._read("SELECT * FROM ticks WHERE id = ?", (tick_id,))
+        self._require(len(rows), f"tick {tick_id}")
+        r = rows[0]
+        return TickRecord(
+            r["id"],
+            r["started_at"],
+            r["finished_at"],
+            r["block"],
+            r["chain_id"],
+            r["status"],
+            r["error"],
+        )
+
+    def record_decision(
+        self,
+        tick_id: int,
+        vault: str,
+        kind: str | enum.Enum,
+        urgency: str | enum.Enum,
+        expected_benefit_usd: float,
+        expected_cost_usd: float,
+        reason: str,
+        inputs: Mapping[str, object],
+    ) -> int:
+        """Record what was decided and every input it used (JSON; see :func:`encode_json`)."""
+        inputs_json = encode_json(inputs)
+        with self._write("record decision") as conn:
+            cur = conn.execute(
+                "INSERT INTO decisions (tick_id, vault, kind, urgency, expected_benefit_usd,"
+                " expected_cost_usd, reason, inputs_json, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    tick_id,
+                    vault,
+                    _label(kind),
+                    _label(urgency),
+                    _nan_to_none(expected_benefit_usd),
+                    _nan_to_none(expected_cost_usd),
+                    reason,
+                    inputs_json,
+                    self._clock(),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def decision(self, decision_id: int) -> DecisionRecord:
+        rows = self._read("SELECT * FROM decisions WHERE id = ?", (decision_id,))
+        self._require(len(rows), f"decision {decision_id}")
+        r = rows[0]
+        benefit, cost = r["expected_benefit_usd"], r["expected_cost_usd"]
+        return DecisionRecord(
+            r["id"],
+            r["tick_id"],
+            r["vault"],
+            r["kind"],
+            r["urgency"],
+            math.nan if benefit is None else benefit,
+            math.nan if cost is None else cost,
+            r["reason"],
+            decode_json(r["inputs_json"]),
+            r["created_at"],
+        )
+
+    # --- intents and transactions ----------------------------------------------------------------
+
+    def record_intent(
+        self,
+        vault: str,
+        kind: str | enum.Enum,
+        to_address: str,
+        calldata: bytes,
+        value: int = 0,
+        decision_id: int | None = None,
+        status: IntentStatus = "pending",
+    ) -> int:
+        """Record an action about to be sent; durable when this returns (write it *before*
+        signing and broadcasting). `status` 'dry_run' or 'failed' records one never sent."""
+        self._check_status(status, INITIAL_STATUSES, "new intent")
+        if value < 0:
+            raise JournalError(f"intent value must be >= 0, got {value}")
+        now = self._clock()
+        with self._write("record intent") as conn:
+            cur = conn.execute(
+                "INSERT INTO intents (decision_id, vault, kind, calldata, to_address, value,"
+                " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    decision_id,
+                    vault,
+                    _label(kind),
+                    _hex(calldata),
+                    to_address,
+                    str(int(value)),
+                    status,
+                    now,
+                    now,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def attach_nonce(self, intent_id: int, nonce: int) -> None:
+        """Set the intent's nonce (once: every transaction of an intent shares it)."""
+        with self._write("attach nonce") as conn:
+            current = self._intent_row(conn, intent_id)["nonce"]
+            if current is not None and current != nonce:
+                raise JournalError(f"intent {intent_id} already has nonce {current}, not {nonce}")
+            conn.execute(
+                "UPDATE intents SET nonce = ?, updated_at = ? WHERE id = ?",
+                (nonce, self._clock(), intent_id),
+            )
+
+    def record_transaction(
+        self,
+        intent_id: int,
+        tx_hash: str | bytes,
+        nonce: int,
+        max_fee_per_gas: int,
+        max_priority_fee_per_gas: int,
+        gas_limit: int,
+        raw_tx: bytes,
+    ) -> int:
+        """Record a signed transaction (first send or replacement) with its raw bytes; durable
+        when this returns, so write it *before* broadcasting. Marks the intent 'sent'."""
+        tx_hash = normalize_tx_hash(tx_hash)
+        now = self._clock()
+        with self._write(f"record transaction {tx_hash}") as conn:
+            intent = self._intent_row(conn, intent_id)
+            if intent["status"] not in UNFINISHED_STATUSES:
+                raise JournalError(
+                    f"intent {intent_id} is {intent['status']}: no new transaction for it"
+                )
+            if intent["nonce"] is not None and intent["nonce"] != nonce:
+                raise JournalError(
+                    f"transaction {tx_hash} has nonce {nonce}, intent {intent_id} has "
+                    f"{intent['nonce']}"
+                )
+            cur = conn.execute(
+                "INSERT INTO transactions (intent_id, tx_hash, nonce, max_fee_per_gas,"
+                " max_priority_fee_per_gas, gas_limit, raw_tx, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (
+                    intent_id,
+                    tx_hash,
+                    nonce,
+                    str(int(max_fee_per_gas)),
+                    str(int(max_priority_fee_per_gas)),
+                    gas_limit,
+                    _hex(raw_tx),
+                    now,
+                    now,
+                ),
+            )
+            conn.execute(
+                "UPDATE intents SET status = 'sent', nonce = ?, updated_at = ? WHERE id = ?",
+                (nonce, now, intent_id),
+            )
+            return int(cur.lastrowid or 0)
+
+    def mark_transaction(
+        self,
+        tx_hash: str | bytes,
+        status: TxStatus,
+        block: int | None = None,
+        gas_used: int | None = None,
+        effective_gas_price: int | None = None,
+    ) -> None:
+        """Record what became of a transaction. When one is included ('mined' or 'reverted':
+        both consume the nonce), its siblings (same intent) become 'replaced'."""
+        self._check_status(status, get_args(TxStatus), "transaction")
+        tx_hash = normalize_tx_hash(tx_hash)
+        now = self._clock()
+        with self._write(f"mark transaction {tx_hash}") as conn:
+            rows = conn.execute(
+                "SELECT intent_id FROM transactions WHERE tx_hash = ?", (tx_hash,)
+            ).fetchall()
+            self._require(len(rows), f"transaction {tx_hash}")
+            intent_id = rows[0]["intent_id"]
+            conn.execute(
+                "UPDATE transactions SET status = ?, block = COALESCE(?, block),"
+                " gas_used = COALESCE(?, gas_used),"
+                " effective_gas_price = COALESCE(?, effective_gas_price), updated_at = ?"
+                " WHERE tx_hash = ?",
+                (
+                    status,
+                    block,
+                    gas_used,
+                    None if effective_gas_price is None else str(int(effective_gas_price)),
+                    now,
+                    tx_hash,
+                ),
+            )
+            if status in ("mined", "reverted"):
+                included = conn.execute(
+                    "SELECT tx_hash FROM transactions WHERE intent_id = ? AND tx_hash != ?"
+                    " AND status IN ('mined', 'reverted')",
+                    (intent_id, tx_hash),
+                ).fetchall()
+                if included:
+                    raise JournalError(
+                        f"transaction {tx_hash} and {included[0]['tx_hash']} of intent "
+                        f"{intent_id} cannot both be included: they share a nonce"
+                    )
+                conn.execute(
+                    "UPDATE transactions SET status = 'replaced', updated_at = ?"
+                    " WHERE intent_id = ? AND tx_hash != ?",
+                    (now, intent_id, tx_hash),
+                )
+
+    def finish_intent(
+        self,
+        intent_id: int,
+        status: IntentStatus,
+        outcome: Mapping[str, object] | None = None,
+    ) -> None:
+        """Close an intent with a final status and its outcome (JSON like decision inputs)."""
+        finals = tuple(s for s in get_args(IntentStatus) if s not in UNFINISHED_STATUSES)
+        self._check_status(status, finals, "final intent")
+        outcome_json = None if outcome is None else encode_json(outcome, "outcome")
+        with self._write(f"finish intent {intent_id}") as conn:
+            cur = conn.execute(
+                "UPDATE intents SET status = ?, outcome_json = ?, updated_at = ? WHERE id = ?",
+                (status, outcome_json, self._clock(), intent_id),
+            )
+            self._require(cur.rowcount, f"intent {intent_id}")
+
+    # --- queries ---------------------------------------------------------------------------------
+
+    def unfinished_intents(self) -> list[IntentRecord]:
+        """Intents that may have a transaction in flight ('pending', 'sent'), oldest first:
+        what a starting keeper reconciles before it sends anything new."""
+        marks = ", ".join("?" for _ in UNFINISHED_STATUSES)
+        return self._intents(
+            f"SELECT * FROM intents WHERE status IN ({marks}) ORDER BY id", UNFINISHED_STATUSES
+        )
+
+    def recent_intents(self, vault: str | None = None, limit: int = 50) -> list[IntentRecord]:
+        """The newest intents first, of one vault or all."""
+        if vault is None:
+            return self._intents("SELECT * FROM intents ORDER BY id DESC LIMIT ?", (limit,))
+        return self._intents(
+            "SELECT * FROM intents WHERE vault = ? ORDER BY id DESC LIMIT ?", (vault, limit)
+        )
+
+    def intent(self, intent_id: int) -> IntentRecord:
+        """One intent with its transactions; JournalError if unknown."""
+        found = self._intents("SELECT * FROM intents WHERE id = ?", (intent_id,))
+        self._require(len(found), f"intent {intent_id}")
+        return found[0]
+
+    def transaction(self, tx_hash: str | bytes) -> TxRecord:
+        """One transaction by hash; JournalError if unknown."""
+        rows = self._read(
+            "SELECT * FROM transactions WHERE tx_hash = ?", (normalize_tx_hash(tx_hash),)
+        )
+        self._require(len(rows), f"transaction {tx_hash!r}")
+        return self._tx(rows[0])
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _intents(self, sql: str, params: tuple[object, ...]) -> list[IntentRecord]:
+        with self._lock:  # one snapshot of intents and their transactions
+            rows = self._read(sql, params)
+            if not rows:
+                return []
+            ids = [r["id"] for r in rows]
+            marks = ", ".join("?" for _ in ids)
+            txs: dict[int, list[TxRecord]] = {i: [] for i in ids}
+            for t in self._read(
+                f"SELECT * FROM transactions WHERE intent_id IN ({marks}) ORDER BY id", tuple(ids)
+            ):
+                txs[t["intent_id"]].append(self._tx(t))
+        return [
+            IntentRecord(
+                r["id"],
+                r["decision_id"],
+                r["vault"],
+                r["kind"],
+                _unhex(r["calldata"]),
+                r["to_address"],
+                Wei(int(r["value"])),
+                r["nonce"],
+                r["status"],
+                r["created_at"],
+                r["updated_at"],
+                None if r["outcome_json"] is None else decode_json(r["outcome_json"]),
+                tuple(txs[r["id"]]),
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _tx(r: sqlite3.Row) -> TxRecord:
+        return TxRecord(
+            r["id"],
+            r["intent_id"],
+            r["tx_hash"],
+            r["nonce"],
+            Wei(int(r["max_fee_per_gas"])),
+            Wei(int(r["max_priority_fee_per_gas"])),
+            r["gas_limit"],
+            _unhex(r["raw_tx"]),
+            r["status"],
+            r["block"],
+            r["gas_used"],
+            _opt_wei(r["effective_gas_price"]),
+            r["created_at"],
+            r["updated_at"],
+        )
+
+    @staticmethod
+    def _intent_row(conn: sqlite3.Connection, intent_id: int) -> sqlite3.Row:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM intents WHERE id = ?", (intent_id,)
+        ).fetchone()
+        if row is None:
+            raise JournalError(f"journal: unknown intent {intent_id}")
+        return row
+
+    @staticmethod
+    def _require(count: int, what: str) -> None:
+        if count == 0:
+            raise JournalError(f"journal: unknown {what}")
+
+    @staticmethod
+    def _check_status(status: str, allowed: tuple[str, ...], what: str) -> None:
+        if status not in allowed:
+            raise JournalError(f"{what} status must be one of {allowed}, got {status!r}")
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DecisionRecord",
+    "IntentRecord",
+    "IntentStatus",
+    "Journal",
+    "JournalError",
+    "TickRecord",
+    "TxRecord",
+    "TxStatus",
+    "decode_json",
+    "encode_json",
+    "normalize_tx_hash",
+]

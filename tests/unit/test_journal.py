@@ -1,0 +1,280 @@
+"""The SQLite journal: durability, crash recovery, replacement bookkeeping, JSON, threads."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from hexbytes import HexBytes
+
+from keeper.journal import SCHEMA_VERSION, Journal, JournalError, decode_json, encode_json
+from keeper.risk.actions import ActionKind, Urgency
+
+VAULT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+OTHER_VAULT = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+CALLDATA = bytes.fromhex("a9059cbb") + bytes(64)
+
+
+def h(n: int) -> str:
+    """A distinct transaction hash."""
+    return "0x" + f"{n:064x}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def journal() -> Journal:
+    return Journal(":memory:", clock=Clock())
+
+
+def sent_intent(j: Journal, nonce: int = 7, n: int = 1) -> int:
+    intent_id = j.record_intent(VAULT, "deleverage", VAULT, CALLDATA)
+    j.attach_nonce(intent_id, nonce)
+    j.record_transaction(intent_id, h(n), nonce, 30 * 10**9, 2 * 10**9, 500_000, b"\x02raw")
+    return intent_id
+
+
+def test_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as j:
+        tick = j.start_tick(block=123, chain_id=31337)
+        decision = j.record_decision(tick, VAULT, ActionKind.DELEVERAGE, Urgency.CRITICAL, 1e6,
+                                     12.5, "health 1.1 < 1.25", {"health": 1.1})
+        intent_id = j.record_intent(VAULT, ActionKind.DELEVERAGE, VAULT, CALLDATA, value=5,
+                                    decision_id=decision)
+        j.finish_tick(tick, "ok")
+    with Journal(path) as j:
+        record = j.intent(intent_id)
+        assert (record.vault, record.kind, record.calldata, record.value) == (
+            VAULT, "deleverage", CALLDATA, 5)
+        assert (record.status, record.decision_id, record.transactions) == ("pending", decision, ())
+        assert j.decision(decision).urgency == "CRITICAL"
+        assert j.tick(tick).status == "ok"
+        assert j.tick(tick).block == 123
+
+
+def test_pragmas_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as j:
+        conn = j._conn  # the one connection: its per-connection settings
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    Journal(path).close()  # reopening migrates nothing twice
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent, per file
+    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    raw.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    raw.commit()
+    raw.close()
+    with pytest.raises(JournalError, match="newer"):
+        Journal(path)
+
+
+def test_unfinished_intent_survives_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    # A separate process writes the intent and the signed transaction, then dies without
+    # closing anything (os._exit skips every finaliser), as a killed keeper would.
+    script = textwrap.dedent(f"""
+        import os
+        from keeper.journal import Journal
+        j = Journal({str(path)!r})
+        i = j.record_intent({VAULT!r}, "hedge", {VAULT!r}, b"\\x01\\x02")
+        j.attach_nonce(i, 41)
+        j.record_transaction(i, {h(9)!r}, 41, 50, 5, 90000, b"\\x02signed-bytes")
+        done = j.record_intent({VAULT!r}, "rebalance", {VAULT!r}, b"")
+        j.finish_intent(done, "failed", {{"error": "simulation reverted"}})
+        os._exit(0)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
+    with Journal(path) as j:
+        unfinished = j.unfinished_intents()
+        assert len(unfinished) == 1
+        intent = unfinished[0]
+        assert (intent.kind, intent.status, intent.nonce) == ("hedge", "sent", 41)
+        (tx,) = intent.transactions
+        assert (tx.tx_hash, tx.nonce, tx.status) == (h(9), 41, "pending")
+        assert tx.raw_tx == b"\x02signed-bytes"
+        assert (tx.max_fee_per_gas, tx.max_priority_fee_per_gas, tx.gas_limit) == (50, 5, 90000)
+
+
+def test_mined_replacement_marks_its_siblings_replaced(journal: Journal) -> None:
+    intent_id = sent_intent(journal, nonce=7, n=1)
+    for n, fee in ((2, 34), (3, 38)):
+        journal.record_transaction(intent_id, h(n), 7, fee * 10**9, 3 * 10**9, 500_000, b"r")
+    other = sent_intent(journal, nonce=8, n=4)
+    journal.mark_transaction(h(2), "mined", block=99, gas_used=321_000,
+                             effective_gas_price=12 * 10**9)
+    txs = {t.tx_hash: t for t in journal.intent(intent_id).transactions}
+    assert {k: t.status for k, t in txs.items()} == {h(1): "replaced", h(2): "mined",
+                                                   h(3): "replaced"}
+    assert (txs[h(2)].block, txs[h(2)].gas_used, txs[h(2)].effective_gas_price) == (
+        99, 321_000, 12 * 10**9)
+    assert journal.intent(other).transactions[0].status == "pending"  # other intents untouched
+    assert journal.intent(intent_id).status == "sent"  # until the sender records the outcome
+    with pytest.raises(JournalError, match="share a nonce"):
+        journal.mark_transaction(h(3), "mined")
+    journal.finish_intent(intent_id, "mined", {"tx_hash": h(2), "gas_used": 321_000})
+    assert [i.id for i in journal.unfinished_intents()] == [other]
+    assert journal.intent(intent_id).outcome == {"tx_hash": h(2), "gas_used": 321_000}
+
+
+def test_a_reverted_transaction_also_replaces_its_siblings(journal: Journal) -> None:
+    intent_id = sent_intent(journal, n=1)
+    journal.record_transaction(intent_id, h(2), 7, 40 * 10**9, 3 * 10**9, 500_000, b"r")
+    journal.mark_transaction(h(1), "reverted", block=5)
+    assert [t.status for t in journal.intent(intent_id).transactions] == ["reverted", "replaced"]
+
+
+def test_json_round_trip_of_non_finite_floats_and_huge_ints(journal: Journal) -> None:
+    inputs = {
+        "health": math.inf,
+        "floor": -math.inf,
+        "vol": math.nan,
+        "debt_wei": 2**200,
+        "short_wei": -(2**64),
+        "int64_max": 2**63 - 1,
+        "nested": {"legs": [1.5, 2**70, math.inf], "kind": ActionKind.HEDGE},
+        "symbol": "ETH",
+        "ok": True,
+        "none": None,
+    }
+    tick = journal.start_tick(1, 1)
+    decision_id = journal.record_decision(tick, VAULT, "hedge", "HIGH", math.inf, math.nan,
+                                          "delta drift", inputs)
+    stored = journal._conn.execute(
+        "SELECT inputs_json FROM decisions WHERE id = ?", (decision_id,)).fetchone()[0]
+
+    def reject(token: str) -> None:
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    plain = json.loads(stored, parse_constant=reject)  # strict JSON: no Infinity/NaN tokens
+    assert (plain["health"], plain["vol"], plain["debt_wei"]) == ("inf", "nan", str(2**200))
+    assert plain["int64_max"] == 2**63 - 1  # still a JSON number
+    record = journal.decision(decision_id)
+    back = record.inputs
+    assert back["health"] == math.inf and back["floor"] == -math.inf
+    assert isinstance(back["vol"], float) and math.isnan(back["vol"])
+    assert back["debt_wei"] == 2**200 and back["short_wei"] == -(2**64)
+    assert back["nested"] == {"legs": [1.5, 2**70, math.inf], "kind": "hedge"}
+    assert (back["symbol"], back["ok"], back["none"]) == ("ETH", True, None)
+    assert record.expected_benefit_usd == math.inf and math.isnan(record.expected_cost_usd)
+    assert decode_json(encode_json({"x": 2**63})) == {"x": 2**63}
+
+
+def test_json_rejects_unknown_types(journal: Journal) -> None:
+    tick = journal.start_tick(1, 1)
+    with pytest.raises(JournalError, match=r"inputs\.when"):
+        journal.record_decision(tick, VAULT, "hedge", "HIGH", 1.0, 1.0, "r", {"when": object()})
+
+
+def test_tx_hash_is_unique(journal: Journal) -> None:
+    first = sent_intent(journal, nonce=7, n=1)
+    second = journal.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+    with pytest.raises(JournalError, match="constraint"):
+        journal.record_transaction(second, h(1), 8, 1, 1, 21_000, b"x")
+    # same hash in another spelling is the same transaction
+    with pytest.raises(JournalError, match="constraint"):
+        journal.record_transaction(first, HexBytes(h(1)), 7, 1, 1, 21_000, b"x")
+    assert journal.intent(second).status == "pending"  # the failed write was rolled back
+    assert journal.intent(second).nonce is None
+    assert journal.transaction(h(1).upper().replace("0X", "0x")).intent_id == first
+
+
+def test_transaction_consistency_checks(journal: Journal) -> None:
+    intent_id = sent_intent(journal, nonce=7, n=1)
+    with pytest.raises(JournalError, match="nonce"):
+        journal.record_transaction(intent_id, h(2), 8, 1, 1, 21_000, b"x")
+    with pytest.raises(JournalError, match="nonce"):
+        journal.attach_nonce(intent_id, 9)
+    journal.finish_intent(intent_id, "dropped")
+    with pytest.raises(JournalError, match="dropped"):
+        journal.record_transaction(intent_id, h(3), 7, 1, 1, 21_000, b"x")
+    with pytest.raises(JournalError, match="not a transaction hash"):
+        journal.mark_transaction("0x1234", "mined")
+    with pytest.raises(JournalError, match="unknown"):
+        journal.mark_transaction(h(77), "mined")
+
+
+def test_unknown_ids_statuses_and_foreign_keys(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="unknown intent 5"):
+        journal.intent(5)
+    with pytest.raises(JournalError, match="unknown intent"):
+        journal.finish_intent(5, "failed")
+    with pytest.raises(JournalError, match="unknown tick"):
+        journal.finish_tick(3, "ok")
+    with pytest.raises(JournalError):  # foreign key: no such tick
+        journal.record_decision(42, VAULT, "hedge", "HIGH", 1.0, 1.0, "r", {})
+    with pytest.raises(JournalError):  # foreign key: no such decision
+        journal.record_intent(VAULT, "hedge", VAULT, CALLDATA, decision_id=42)
+    with pytest.raises(JournalError, match="status"):
+        journal.record_intent(VAULT, "hedge", VAULT, CALLDATA, status="mined")
+    intent_id = journal.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+    with pytest.raises(JournalError, match="status"):
+        journal.finish_intent(intent_id, "sent")
+
+
+def test_dry_run_and_failed_intents_are_not_unfinished(journal: Journal) -> None:
+    journal.record_intent(VAULT, "hedge", VAULT, CALLDATA, status="dry_run")
+    journal.record_intent(VAULT, "hedge", VAULT, CALLDATA, status="failed")
+    pending = journal.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+    assert [i.id for i in journal.unfinished_intents()] == [pending]
+
+
+def test_recent_intents_newest_first_per_vault(journal: Journal) -> None:
+    ids = [journal.record_intent(v, "hedge", v, CALLDATA)
+           for v in (VAULT, OTHER_VAULT, VAULT, VAULT)]
+    assert [i.id for i in journal.recent_intents()] == ids[::-1]
+    assert [i.id for i in journal.recent_intents(VAULT, limit=2)] == [ids[3], ids[2]]
+    assert [i.id for i in journal.recent_intents(OTHER_VAULT)] == [ids[1]]
+
+
+def test_timestamps_come_from_the_injected_clock(journal: Journal) -> None:
+    intent_id = journal.record_intent(VAULT, "hedge", VAULT, CALLDATA)  # t = +1
+    journal.attach_nonce(intent_id, 3)  # t = +2
+    record = journal.intent(intent_id)
+    assert (record.created_at, record.updated_at) == (1_700_000_001.0, 1_700_000_002.0)
+
+
+def test_concurrent_writes_from_threads(tmp_path: Path) -> None:
+    threads, per_thread = 8, 25
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+    with Journal(tmp_path / "journal.sqlite") as j:
+
+        def work(slot: int) -> None:
+            try:
+                barrier.wait()
+                for k in range(per_thread):
+                    n = slot * per_thread + k
+                    intent_id = j.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+                    j.attach_nonce(intent_id, n)
+                    j.record_transaction(intent_id, h(n + 1), n, 10, 1, 21_000, bytes([slot]))
+            except BaseException as exc:  # surfaced below: a thread must not fail silently
+                errors.append(exc)
+
+        pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        assert errors == []
+        unfinished = j.unfinished_intents()
+    assert len(unfinished) == threads * per_thread
+    assert len({i.id for i in unfinished}) == threads * per_thread
+    assert sorted(i.nonce or 0 for i in unfinished) == list(range(threads * per_thread))
+    assert all(len(i.transactions) == 1 and i.transactions[0].nonce == i.nonce
+               for i in unfinished)
