@@ -70,18 +70,18 @@ contract PerpMarket is IPerpMarket, Ownable, ReentrancyGuard {
 
     // ---------------------------------------------------------------- owner
     /// @notice List a perpetual on `underlying` priced by `feed`.
-    function listMarket(address underlying, address feed, uint64 maintenanceMargin, uint64 initialMargin, int256 fundingRatePerSecond)
+    function listMarket(address underlying, address feed, uint64 maintenance, uint64 initial, int256 fundingRatePerSecond)
         external
         onlyOwner
     {
-        if (maintenanceMargin == 0 || initialMargin <= maintenanceMargin || initialMargin >= WAD) {
-            revert PerpMarketInvalidConfig(maintenanceMargin, initialMargin);
+        if (maintenance == 0 || initial <= maintenance || initial >= WAD) {
+            revert PerpMarketInvalidConfig(maintenance, initial);
         }
         if (!markets[underlying].listed) underlyings.push(underlying);
         markets[underlying] = Market(
-            feed, AggregatorV3Interface(feed).decimals(), maintenanceMargin, initialMargin, fundingRatePerSecond, 0, block.timestamp, true
+            feed, AggregatorV3Interface(feed).decimals(), maintenance, initial, fundingRatePerSecond, 0, block.timestamp, true
         );
-        emit MarketListed(underlying, feed, maintenanceMargin, initialMargin);
+        emit MarketListed(underlying, feed, maintenance, initial);
     }
 
     /// @notice Change a market's funding rate; funding to now accrues at the old rate first.

@@ -371,9 +371,9 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
             if (afterState.health <= before.health) {
                 revert VaultDeleverageNoImprovement(before.health, afterState.health);
             }
-            if (afterState.leverage > before.leverage) {
-                revert VaultLeverageTooHigh(afterState.leverage, before.leverage);
-            }
+            // No leverage check here: a deleverage only sells collateral and shrinks perps, so it
+            // cannot add exposure; closing a losing perp pays its fee, which lowers NAV and so
+            // nudges collateral ÷ NAV up — refusing that would block the rescue itself.
             return;
         }
         bool riskIncreasing = afterState.health < before.health || afterState.leverage > before.leverage;
