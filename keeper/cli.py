@@ -1,4 +1,8 @@
-"""The `keeper` command. Only this module configures logging handlers."""
+"""The `keeper` command. Only this module configures logging handlers.
+
+User errors (bad settings, bad addresses, an unreachable RPC, a wrong chain) print one line and
+exit 2 with no traceback; a bug stops the process with a traceback and exit 1.
+"""
 
 from __future__ import annotations
 
@@ -16,25 +20,64 @@ logger = logging.getLogger(__name__)
 EXIT_USER_ERROR = 2
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from keeper.chain.abi import load_artifact
-    from keeper.chain.deploy import UNDERLYINGS, deploy_everything
-    from keeper.chain.snapshot import decode_snapshot
-    from keeper.chain.tester import in_process_web3
-    from keeper.report import deployment_table, snapshot_table
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from keeper.config import load_settings
 
-    print("Deploying the bundled market and two seeded vaults on the in-process chain…", flush=True)
-    w3 = in_process_web3()
-    dep = deploy_everything(w3)
-    print(deployment_table(dep))
-    symbols: dict[str, str] = {dep.contracts[sym]: sym for sym, *_ in UNDERLYINGS.values()}
-    abi = load_artifact("RiskVault").abi
-    for address in dep.vaults:
-        vault = w3.eth.contract(address=address, abi=abi)
-        snap = decode_snapshot(address, vault.functions.snapshot().call())
-        print()
-        print(snapshot_table(vault.functions.name().call(), snap, symbols))
+    return load_settings(env_file=args.env_file)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from keeper.config import resolve_vaults
+    from keeper.report import table
+    from keeper.signer import load_signer
+
+    settings = _settings(args)
+    account = load_signer(settings)
+    rows = [[name, value] for name, value in settings.describe()]
+    rows.append(["(signer address)", account.address if account else "none (dry run)"])
+    rows.append(["(vaults, effective)", ", ".join(resolve_vaults(settings)) or "none"])
+    print(table(["setting", "value"], rows))
+    print("configuration OK")
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from keeper.app import build_service
+    from keeper.logs import configure_logging
+    from keeper.service import run_scheduler
+    from keeper.signer import load_signer
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_json or args.json)
+    account = load_signer(settings)
+    service = build_service(settings, account)
+    service.start()
+    if args.once:
+        report = service.tick()
+        service.journal.close()
+        return 0 if report.error is None else 1
+    return run_scheduler(service, settings.poll_interval)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from keeper.app import build_service
+    from keeper.status import status_text
+
+    settings = _settings(args)
+    service = build_service(settings, None)
+    try:
+        print(status_text(service))
+    finally:
+        service.journal.close()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from keeper.demo import run_demo
+    from keeper.logs import configure_logging
+
+    configure_logging("DEBUG" if args.verbose else "WARNING", args.json)
+    return run_demo(steps=args.steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keeper", description="Keeps derivative vaults inside their risk mandate."
     )
     parser.add_argument("--version", action="version", version=f"keeper {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (demo)")
+    parser.add_argument("--json", action="store_true", help="log JSON lines instead of text")
+    parser.add_argument(
+        "--env-file",
+        default=".env",
+        help="settings file read before the environment (default .env)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the keeper: a tick every KEEPER_POLL_INTERVAL seconds")
+    run.add_argument("--once", action="store_true", help="run one tick and exit")
+    run.set_defaults(func=_cmd_run)
+    sub.add_parser(
+        "status", help="each vault's health, leverage, greeks and mandate, read live"
+    ).set_defaults(func=_cmd_status)
+    sub.add_parser(
+        "check-config", help="validate the settings and print them (secrets masked)"
+    ).set_defaults(func=_cmd_check_config)
     demo = sub.add_parser(
-        "demo", help="deploy the bundled market on an embedded chain and show the vaults"
+        "demo", help="embedded chain: deploy, drive a scripted market, keep the vaults"
+    )
+    demo.add_argument(
+        "--steps", type=int, default=0, help="stop after this many market steps (0 = all)"
     )
     demo.set_defaults(func=_cmd_demo)
     return parser
@@ -53,10 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         return int(args.func(args))
     except KeeperError as exc:

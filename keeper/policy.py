@@ -7,7 +7,8 @@ Rules, in order, per vault:
 2. **Deleverage** — binding health (min of lending and perp margin health) below
    ``mandate.min_health``: sell collateral pro rata (proceeds repay debt) until lending health is
    back at ``min_health + deleverage buffer`` assuming the worst accepted fill (swap fee +
-   ``max_slippage_bps``), and/or cut every perp pro rata until perp health is back there.
+   ``max_slippage_bps``), and/or cut every perp pro rata until perp health is back there; a
+   short perp cut is matched by a sale of the same spot amount, so the hedge ratio is kept.
    Urgency HIGH, CRITICAL below ``critical_health``. Never skipped for cost, allowed when paused.
    A deleveraging vault gets nothing else this cycle; the next cycle sees the new state.
 3. **Paused** — nothing but deleverage.
@@ -65,12 +66,18 @@ MIN_LEG_UNITS: float = 1e-12
 DEFAULT_PARAMS = PolicyParams()
 
 __all__ = [
-    "Action", "ActionKind", "Urgency", "assess_batch", "decide", "decide_batch",
+    "Action",
+    "ActionKind",
+    "Urgency",
+    "assess_batch",
+    "decide",
+    "decide_batch",
 ]
 
 
-def _check_forecast(market: MarketView, forecast: MarketForecast | None,
-                    params: PolicyParams) -> MarketForecast:
+def _check_forecast(
+    market: MarketView, forecast: MarketForecast | None, params: PolicyParams
+) -> MarketForecast:
     if forecast is None:
         return build_forecast(market, params)
     if forecast.now != market.now or forecast.risk_free_rate != market.risk_free_rate:
@@ -80,17 +87,27 @@ def _check_forecast(market: MarketView, forecast: MarketForecast | None,
     return forecast
 
 
-def assess_batch(states: Sequence[VaultState], mandates: Sequence[Mandate], market: MarketView,
-                 costs: Costs, params: PolicyParams = DEFAULT_PARAMS,
-                 forecast: MarketForecast | None = None) -> Assessment:
+def assess_batch(
+    states: Sequence[VaultState],
+    mandates: Sequence[Mandate],
+    market: MarketView,
+    costs: Costs,
+    params: PolicyParams = DEFAULT_PARAMS,
+    forecast: MarketForecast | None = None,
+) -> Assessment:
     """Vectorised assessment of many vaults (see `keeper.risk.assess`)."""
     fc = _check_forecast(market, forecast, params)
     return assess_book(pack(states, mandates), market, fc, costs, params)
 
 
-def decide_batch(states: Sequence[VaultState], mandates: Sequence[Mandate], market: MarketView,
-                 costs: Costs, params: PolicyParams = DEFAULT_PARAMS,
-                 forecast: MarketForecast | None = None) -> list[list[Action]]:
+def decide_batch(
+    states: Sequence[VaultState],
+    mandates: Sequence[Mandate],
+    market: MarketView,
+    costs: Costs,
+    params: PolicyParams = DEFAULT_PARAMS,
+    forecast: MarketForecast | None = None,
+) -> list[list[Action]]:
     """`decide` for many vaults of one market at once; same actions, vectorised numerics.
 
     Pass ``forecast`` (from `keeper.risk.forecast.build_forecast`) to share the per-market fits
@@ -102,9 +119,14 @@ def decide_batch(states: Sequence[VaultState], mandates: Sequence[Mandate], mark
     return _all_actions(a, params, costs)
 
 
-def decide(state: VaultState, mandate: Mandate, market: MarketView, costs: Costs,
-           params: PolicyParams = DEFAULT_PARAMS,
-           forecast: MarketForecast | None = None) -> list[Action]:
+def decide(
+    state: VaultState,
+    mandate: Mandate,
+    market: MarketView,
+    costs: Costs,
+    params: PolicyParams = DEFAULT_PARAMS,
+    forecast: MarketForecast | None = None,
+) -> list[Action]:
     """Actions for one vault now: [] (inside every band, stale data, not worth the cost), a
     single DELEVERAGE, or a REBALANCE and/or a HEDGE — in the order they should be sent.
 
@@ -122,8 +144,15 @@ def decide(state: VaultState, mandate: Mandate, market: MarketView, costs: Costs
 
 Rows = dict[str, list[Any]]
 
-_HEDGE_KEYS = ("net_delta", "net_delta_post_rebalance", "target_delta", "delta_gap_usd",
-               "band_usd", "ww_half_width", "gamma")
+_HEDGE_KEYS = (
+    "net_delta",
+    "net_delta_post_rebalance",
+    "target_delta",
+    "delta_gap_usd",
+    "band_usd",
+    "ww_half_width",
+    "gamma",
+)
 
 
 def _rows(a: Assessment, idx: np.ndarray) -> Rows:
@@ -145,8 +174,13 @@ def _rows(a: Assessment, idx: np.ndarray) -> Rows:
 
 def _legs(a: Assessment, r: Rows, key: str, v: int) -> MappingProxyType[str, float]:
     row, has = r[key][v], r["book.has"][v]
-    return MappingProxyType({u: row[j] for j, u in enumerate(a.book.underlyings)
-                             if has[j] and abs(row[j]) > MIN_LEG_UNITS})
+    return MappingProxyType(
+        {
+            u: row[j]
+            for j, u in enumerate(a.book.underlyings)
+            if has[j] and abs(row[j]) > MIN_LEG_UNITS
+        }
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -176,20 +210,26 @@ def _common(a: Assessment, r: Rows, v: int) -> dict[str, InputValue]:
 def _deleverage(a: Assessment, r: Rows, v: int, params: PolicyParams, costs: Costs) -> Action:
     binding, min_h = r["binding_health"][v], r["mandate.min_health"][v]
     inputs = _common(a, r, v)
-    inputs.update({
-        "target_health": r["delev_target_health"][v],
-        "lending_health_after": r["delev_lending_after"][v],
-        "perp_health_after": r["delev_perp_after"][v],
-        "worst_fill_bps": costs.swap_fee_bps + r["mandate.max_slippage_bps"][v],
-        "cost_usd": r["delev_cost"][v],
-    })
+    inputs.update(
+        {
+            "target_health": r["delev_target_health"][v],
+            "lending_health_after": r["delev_lending_after"][v],
+            "perp_health_after": r["delev_perp_after"][v],
+            "worst_fill_bps": costs.swap_fee_bps + r["mandate.max_slippage_bps"][v],
+            "cost_usd": r["delev_cost"][v],
+        }
+    )
     venues = [name for name in ("lending", "perp") if r[f"{name}_health"][v] < min_h]
     urgency = Urgency.CRITICAL if binding < params.critical_health else Urgency.HIGH
     return Action(
-        kind=ActionKind.DELEVERAGE, vault=r["book.addresses"][v], urgency=urgency,
-        expected_benefit_usd=r["delev_benefit"][v], expected_cost_usd=r["delev_cost"][v],
+        kind=ActionKind.DELEVERAGE,
+        vault=r["book.addresses"][v],
+        urgency=urgency,
+        expected_benefit_usd=r["delev_benefit"][v],
+        expected_cost_usd=r["delev_cost"][v],
         reason=f"{'+'.join(venues)} health {binding:.3f} < min {min_h:.3f}",
-        inputs=MappingProxyType(inputs), spot_legs=_legs(a, r, "delev_spot", v),
+        inputs=MappingProxyType(inputs),
+        spot_legs=_legs(a, r, "delev_spot", v),
         perp_legs=_legs(a, r, "delev_perp", v),
     )
 
@@ -197,19 +237,21 @@ def _deleverage(a: Assessment, r: Rows, v: int, params: PolicyParams, costs: Cos
 def _rebalance(a: Assessment, r: Rows, v: int) -> Action:
     lev, tgt, band = r["leverage"][v], r["target_leverage"][v], r["rebalance_band"][v]
     inputs = _common(a, r, v)
-    inputs.update({
-        "target_leverage": tgt,
-        "band": band,
-        "lev_vol_target": r["lev_vol"][v],
-        "lev_cppi": r["lev_cppi"][v],
-        "lev_kelly": r["lev_kelly"][v],
-        "lev_max": r["mandate.max_leverage"][v],
-        "lev_stress": r["lev_stress"][v],
-        "lev_health": r["lev_health"][v],
-        "lev_borrow": r["lev_borrow"][v],
-        "basket_vol": r["basket_vol"][v],
-        "cost_usd": r["rebalance_cost"][v],
-    })
+    inputs.update(
+        {
+            "target_leverage": tgt,
+            "band": band,
+            "lev_vol_target": r["lev_vol"][v],
+            "lev_cppi": r["lev_cppi"][v],
+            "lev_kelly": r["lev_kelly"][v],
+            "lev_max": r["mandate.max_leverage"][v],
+            "lev_stress": r["lev_stress"][v],
+            "lev_health": r["lev_health"][v],
+            "lev_borrow": r["lev_borrow"][v],
+            "basket_vol": r["basket_vol"][v],
+            "cost_usd": r["rebalance_cost"][v],
+        }
+    )
     weights, shock, has = r["weights"][v], r["shock"][v], r["book.has"][v]
     for j, u in enumerate(a.book.underlyings):
         if has[j]:
@@ -217,22 +259,26 @@ def _rebalance(a: Assessment, r: Rows, v: int) -> Action:
             inputs[k_w] = weights[j]
             inputs[k_s] = shock[j]
     return Action(
-        kind=ActionKind.REBALANCE, vault=r["book.addresses"][v],
+        kind=ActionKind.REBALANCE,
+        vault=r["book.addresses"][v],
         urgency=Urgency.NORMAL if tgt < lev else Urgency.LOW,
         expected_benefit_usd=r["rebalance_benefit"][v],
         expected_cost_usd=r["rebalance_cost"][v],
         reason=f"leverage {lev:.3f} outside {tgt:.3f} ± {band:.3f}",
-        inputs=MappingProxyType(inputs), spot_legs=_legs(a, r, "rebalance_legs", v),
+        inputs=MappingProxyType(inputs),
+        spot_legs=_legs(a, r, "rebalance_legs", v),
     )
 
 
 def _hedge(a: Assessment, r: Rows, v: int) -> Action:
     inputs = _common(a, r, v)
-    inputs.update({
-        "hedge_target": r["mandate.hedge_target"][v],
-        "hedge_scale": r["hedge_scale"][v],
-        "cost_usd": r["hedge_cost"][v],
-    })
+    inputs.update(
+        {
+            "hedge_target": r["mandate.hedge_target"][v],
+            "hedge_scale": r["hedge_scale"][v],
+            "cost_usd": r["hedge_cost"][v],
+        }
+    )
     has, price = r["book.has"][v], r["book.price"][v]
     net, post, tgt = r["net_delta"][v], r["net_delta_post"][v], r["target_delta"][v]
     band, ww, gamma = r["band_usd"][v], r["ww_units"][v], r["gamma"][v]
@@ -242,17 +288,22 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
             continue
         gap = (post[j] - tgt[j]) * price[j]
         keys = _keys(_HEDGE_KEYS, u)
-        for key, value in zip(keys, (net[j], post[j], tgt[j], gap, band[j], ww[j], gamma[j]),
-                              strict=True):
+        for key, value in zip(
+            keys, (net[j], post[j], tgt[j], gap, band[j], ww[j], gamma[j]), strict=True
+        ):
             inputs[key] = value
         ratio = abs(gap) / band[j] if band[j] > 0 else math.inf
         if ratio > worst_ratio:
             worst, worst_ratio = u, ratio
     return Action(
-        kind=ActionKind.HEDGE, vault=r["book.addresses"][v], urgency=Urgency.NORMAL,
-        expected_benefit_usd=r["hedge_benefit"][v], expected_cost_usd=r["hedge_cost"][v],
+        kind=ActionKind.HEDGE,
+        vault=r["book.addresses"][v],
+        urgency=Urgency.NORMAL,
+        expected_benefit_usd=r["hedge_benefit"][v],
+        expected_cost_usd=r["hedge_cost"][v],
         reason=f"net delta off target by {worst_ratio:.2f}× the band ({worst})",
-        inputs=MappingProxyType(inputs), perp_legs=_legs(a, r, "hedge_legs", v),
+        inputs=MappingProxyType(inputs),
+        perp_legs=_legs(a, r, "hedge_legs", v),
     )
 
 
@@ -267,13 +318,17 @@ def _why_not(r: Rows, v: int) -> str:
     elif not r["slippage_ok"][v]:
         reasons.append("rebalance: expected slippage above mandate max")
     else:
-        reasons.append(f"rebalance: benefit {r['rebalance_benefit'][v]:.2f} <= cost "
-                       f"{r['rebalance_cost'][v]:.2f}")
+        reasons.append(
+            f"rebalance: benefit {r['rebalance_benefit'][v]:.2f} <= cost "
+            f"{r['rebalance_cost'][v]:.2f}"
+        )
     if not r["hedge_out"][v]:
         reasons.append("delta inside band")
     else:
-        reasons.append(f"hedge: benefit {r['hedge_benefit'][v]:.2f} vs cost "
-                       f"{r['hedge_cost'][v]:.2f}, margin scale {r['hedge_scale'][v]:.2f}")
+        reasons.append(
+            f"hedge: benefit {r['hedge_benefit'][v]:.2f} vs cost "
+            f"{r['hedge_cost'][v]:.2f}, margin scale {r['hedge_scale'][v]:.2f}"
+        )
     return "; ".join(reasons)
 
 
@@ -282,8 +337,11 @@ def _all_actions(a: Assessment, params: PolicyParams, costs: Costs) -> list[list
     debug = logger.isEnabledFor(logging.DEBUG)
     info = logger.isEnabledFor(logging.INFO)
     # Only vaults that act or must be logged are read row by row.
-    wanted = np.ones(a.book.n_vaults, dtype=bool) if debug else (
-        a.deleverage | a.rebalance | a.hedge | a.stale)
+    wanted = (
+        np.ones(a.book.n_vaults, dtype=bool)
+        if debug
+        else (a.deleverage | a.rebalance | a.hedge | a.stale)
+    )
     idx = np.flatnonzero(wanted)
     if idx.size == 0:
         return out
@@ -291,8 +349,12 @@ def _all_actions(a: Assessment, params: PolicyParams, costs: Costs) -> list[list
     for i, v in enumerate(idx.tolist()):
         vault = r["book.addresses"][i]
         if r["stale"][i]:
-            logger.warning("vault %s block %d: no action, stale feed (oldest %.0f s old)",
-                           vault, r["book.blocks"][i], r["oldest_feed_age_s"][i])
+            logger.warning(
+                "vault %s block %d: no action, stale feed (oldest %.0f s old)",
+                vault,
+                r["book.blocks"][i],
+                r["oldest_feed_age_s"][i],
+            )
             continue
         actions = out[v]
         if r["deleverage"][i]:
@@ -304,11 +366,24 @@ def _all_actions(a: Assessment, params: PolicyParams, costs: Costs) -> list[list
                 actions.append(_hedge(a, r, i))
         if actions and info:
             for act in actions:
-                logger.info("vault %s: %s (%s) urgency=%s benefit=%.2f cost=%.2f inputs=%s",
-                            vault, act.kind.value, act.reason, act.urgency.name,
-                            act.expected_benefit_usd, act.expected_cost_usd, dict(act.inputs))
+                logger.info(
+                    "vault %s: %s (%s) urgency=%s benefit=%.2f cost=%.2f inputs=%s",
+                    vault,
+                    act.kind.value,
+                    act.reason,
+                    act.urgency.name,
+                    act.expected_benefit_usd,
+                    act.expected_cost_usd,
+                    dict(act.inputs),
+                )
         elif not actions and debug:
-            logger.debug("vault %s block %d: no action (%s); health=%.4f leverage=%.4f "
-                         "target=%.4f", vault, r["book.blocks"][i], _why_not(r, i),
-                         r["binding_health"][i], r["leverage"][i], r["target_leverage"][i])
+            logger.debug(
+                "vault %s block %d: no action (%s); health=%.4f leverage=%.4f target=%.4f",
+                vault,
+                r["book.blocks"][i],
+                _why_not(r, i),
+                r["binding_health"][i],
+                r["leverage"][i],
+                r["target_leverage"][i],
+            )
     return out

@@ -72,3 +72,19 @@ def source_hash(contracts_dir: Path, compiler_version: str, settings: dict[str, 
     h.update(f"{compiler_version}\0".encode())
     h.update(json.dumps(settings, separators=(",", ":"), ensure_ascii=False).encode())
     return h.hexdigest()
+
+
+def abi_type(param: dict[str, Any]) -> str:
+    """Canonical ABI type string of one parameter, tuples expanded (for selectors and codecs)."""
+    if param["type"].startswith("tuple"):
+        inner = ",".join(abi_type(c) for c in param["components"])
+        return f"({inner}){param['type'][5:]}"
+    return str(param["type"])
+
+
+def output_types(artifact: Artifact, function: str) -> list[str]:
+    """ABI output types of `function` in `artifact` (the first overload)."""
+    for item in artifact.abi:
+        if item.get("type") == "function" and item.get("name") == function:
+            return [abi_type(o) for o in item["outputs"]]
+    raise ConfigError(f"{artifact.name} has no function {function}")

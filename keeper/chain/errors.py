@@ -10,7 +10,7 @@ from eth_abi.abi import decode
 from eth_utils.abi import function_signature_to_4byte_selector
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
-from keeper.chain.abi import CONTRACT_NAMES, load_artifact
+from keeper.chain.abi import CONTRACT_NAMES, abi_type, load_artifact
 
 #: Solidity's built-in Error(string) and Panic(uint256) selectors.
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
@@ -44,13 +44,6 @@ class DecodedError:
         return f"{self.name}({', '.join(str(a) for a in self.args)})"
 
 
-def _abi_type(param: dict[str, Any]) -> str:
-    if param["type"].startswith("tuple"):
-        inner = ",".join(_abi_type(c) for c in param["components"])
-        return f"({inner}){param['type'][5:]}"
-    return str(param["type"])
-
-
 @lru_cache(maxsize=1)
 def _error_table() -> dict[bytes, tuple[str, list[str]]]:
     table: dict[bytes, tuple[str, list[str]]] = {}
@@ -58,7 +51,7 @@ def _error_table() -> dict[bytes, tuple[str, list[str]]]:
         for item in load_artifact(name).abi:
             if item.get("type") != "error":
                 continue
-            types = [_abi_type(p) for p in item["inputs"]]
+            types = [abi_type(p) for p in item["inputs"]]
             selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
             table[selector] = (item["name"], types)
     return table
@@ -68,7 +61,10 @@ def decode_revert(data: bytes | str | None) -> DecodedError | None:
     """Name and arguments of the error in revert `data`; None if there is none or it is unknown."""
     if data is None:
         return None
-    raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else data
+    try:
+        raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else data
+    except ValueError:  # "no data" and other non-hex placeholders some nodes send
+        return None
     if len(raw) < 4:
         return None
     selector, body = raw[:4], raw[4:]

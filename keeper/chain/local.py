@@ -33,7 +33,7 @@ class TesterChain:
 
     def increase_time(self, seconds: int) -> None:
         now = int(self.w3.eth.get_block("latest")["timestamp"])
-        self._testing.time_travel(now + seconds)
+        self._testing.timeTravel(now + seconds)
         self._testing.mine(1)
 
     def mine(self, blocks: int = 1) -> None:

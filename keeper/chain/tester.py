@@ -8,6 +8,7 @@ custom errors the same way on eth-tester, anvil and geth.
 
 from __future__ import annotations
 
+import ast
 from typing import Any, cast
 
 from eth_tester import EthereumTester, PyEVMBackend
@@ -26,6 +27,12 @@ def _revert_data(exc: TransactionFailed) -> bytes | None:
     arg: Any = exc.args[0] if exc.args else None
     if isinstance(arg, Exception) and arg.args:
         arg = arg.args[0]
+    if isinstance(arg, str) and arg.startswith(("b'", 'b"')):
+        # Some paths (gas estimation) hand over the revert bytes as their Python repr.
+        try:
+            arg = ast.literal_eval(arg)
+        except (ValueError, SyntaxError):
+            return None
     return arg if isinstance(arg, bytes) else None
 
 

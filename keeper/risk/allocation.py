@@ -41,8 +41,9 @@ def vol_target_leverage(target_vol: object, forecast_vol: object) -> FloatArray:
         return np.where(fv > 0.0, tv / np.where(fv > 0.0, fv, 1.0), np.inf)
 
 
-def cppi_leverage(nav_usd: object, high_water_usd: object, floor_fraction: object,
-                  multiplier: object) -> FloatArray:
+def cppi_leverage(
+    nav_usd: object, high_water_usd: object, floor_fraction: object, multiplier: object
+) -> FloatArray:
     """CPPI leverage: multiplier × max(NAV − floor, 0) / NAV, floor = floor_fraction × HWM.
 
     The high-water mark used is max(HWM, NAV). Invariant: 0 at or below the floor; linear in the
@@ -66,8 +67,9 @@ def kelly_leverage(excess_return: object, variance: object, fraction: object) ->
     return np.where(np.isnan(mu), np.inf, f * full)
 
 
-def health_leverage_cap(nav_usd: object, lending_equity_usd: object,
-                        weighted_threshold: object, health_floor: object) -> FloatArray:
+def health_leverage_cap(
+    nav_usd: object, lending_equity_usd: object, weighted_threshold: object, health_floor: object
+) -> FloatArray:
     """Largest leverage whose lending health stays >= ``health_floor``.
 
     Buying collateral with borrowed USDC keeps K = collateral value − debt fixed, so at leverage
@@ -83,8 +85,9 @@ def health_leverage_cap(nav_usd: object, lending_equity_usd: object,
     return np.where(nav > 0.0, out, 0.0)
 
 
-def borrow_leverage_cap(nav_usd: object, lending_equity_usd: object,
-                        weighted_ltv: object) -> FloatArray:
+def borrow_leverage_cap(
+    nav_usd: object, lending_equity_usd: object, weighted_ltv: object
+) -> FloatArray:
     """Largest leverage the pool lets us borrow for: debt <= Σ value × LTV ⇒ L <= K/(NAV(1−ltv))."""
     nav, k, ltv = _arr(nav_usd), _arr(lending_equity_usd), _arr(weighted_ltv)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -159,14 +162,17 @@ def risk_parity_weights(cov: object, max_weight: float = 1.0) -> FloatArray:
         return float(np.sum((rc / max(float(rc.sum()), 1e-300) - 1.0 / n) ** 2))
 
     res = minimize(
-        objective, _project_capped_simplex(w, max_weight), method="SLSQP",
+        objective,
+        _project_capped_simplex(w, max_weight),
+        method="SLSQP",
         bounds=[(0.0, max_weight)] * n,
         constraints=[{"type": "eq", "fun": lambda x: float(np.sum(x)) - 1.0}],
         options={"ftol": 1e-14, "maxiter": 500},
     )
     if not res.success:
-        logger.info("capped risk parity: SLSQP stopped early (%s); using its last iterate",
-                    res.message)
+        logger.info(
+            "capped risk parity: SLSQP stopped early (%s); using its last iterate", res.message
+        )
     return _project_capped_simplex(np.asarray(res.x, dtype=np.float64), max_weight)
 
 

@@ -106,8 +106,9 @@ class Assessment:
 
 
 @functools.lru_cache(maxsize=256)
-def _rp_weights(sigmas: tuple[float, ...], corr: tuple[tuple[float, ...], ...],
-                cap: float) -> tuple[float, ...]:
+def _rp_weights(
+    sigmas: tuple[float, ...], corr: tuple[tuple[float, ...], ...], cap: float
+) -> tuple[float, ...]:
     s = np.array(sigmas)
     if np.any(s <= 0.0):
         return tuple([1.0 / len(s)] * len(s))
@@ -126,8 +127,7 @@ def _weights(has: BoolArray, sigma: FloatArray, corr: FloatArray, cap: float) ->
         if idx.size == 0:
             continue
         sub = corr[np.ix_(idx, idx)]
-        w = _rp_weights(tuple(row[n_u:][idx].tolist()),
-                        tuple(tuple(r) for r in sub.tolist()), cap)
+        w = _rp_weights(tuple(row[n_u:][idx].tolist()), tuple(tuple(r) for r in sub.tolist()), cap)
         out[np.ix_(inverse.ravel() == row_i, idx)] = w
     return out
 
@@ -146,8 +146,9 @@ def _p_below_one(health: FloatArray, vol_h: FloatArray) -> FloatArray:
     return np.where(np.isinf(health), 0.0, p)
 
 
-def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs: Costs,
-                params: PolicyParams) -> Assessment:
+def assess_book(
+    book: Book, market: MarketView, forecast: MarketForecast, costs: Costs, params: PolicyParams
+) -> Assessment:
     """Assess every vault of ``book``; pure, vectorised over vaults."""
     m = book.mandate
     has, price, nav = book.has, book.price, book.nav
@@ -172,8 +173,9 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
         maint = (notional * mm_frac).sum(axis=1)
         equity = book.margin + book.perp_upnl.sum(axis=1)
         perp = np.where(maint > 0, equity / np.where(maint > 0, maint, 1.0), np.inf)
-        leverage = np.where(nav > 0, coll_value / np.where(nav > 0, nav, 1.0),
-                            np.where(coll_value > 0, np.inf, 0.0))
+        leverage = np.where(
+            nav > 0, coll_value / np.where(nav > 0, nav, 1.0), np.where(coll_value > 0, np.inf, 0.0)
+        )
     binding = np.minimum(lending, perp)
 
     # Greeks: every option of every vault in one call.
@@ -181,8 +183,14 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
     opt_delta = np.zeros(has.shape)
     if book.opt_size.size:
         spot = np.take_along_axis(price, book.opt_u, axis=1)
-        g = black_scholes(spot, book.opt_strike, (book.opt_expiry - now) / SECONDS_PER_YEAR,
-                          market.risk_free_rate, book.opt_iv, book.opt_call)
+        g = black_scholes(
+            spot,
+            book.opt_strike,
+            (book.opt_expiry - now) / SECONDS_PER_YEAR,
+            market.risk_free_rate,
+            book.opt_iv,
+            book.opt_call,
+        )
         for j in range(n_u):
             on_j = book.opt_u == j
             opt_delta[:, j] = np.sum(g.delta * book.opt_size * on_j, axis=1)
@@ -193,8 +201,9 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
     names = book.underlyings
     fc_vol = np.array([forecast.vols[u].vol if u in forecast.vols else np.nan for u in names])
     sigma = np.where(has, np.where(np.isnan(fc_vol), book.iv, fc_vol), 0.0)
-    vol_methods = tuple(forecast.vols[u].method.value if u in forecast.vols else "implied"
-                        for u in names)
+    vol_methods = tuple(
+        forecast.vols[u].method.value if u in forecast.vols else "implied" for u in names
+    )
     corr = np.array([[forecast.correlation(a, b) for b in names] for a in names]).reshape(n_u, n_u)
     cov = sigma[:, :, None] * sigma[:, None, :] * corr
     weights = _weights(has, sigma, corr, params.max_asset_weight)
@@ -212,16 +221,25 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
     lending_equity = coll_value - debt + (book.idle_usdc if params.fund_buys_from_idle else 0.0)
     lev_vol = vol_target_leverage(m["target_vol"], basket_vol)
     lev_cppi = cppi_leverage(nav, hwm, m["cppi_floor"], m["cppi_multiplier"])
-    lev_kelly = kelly_leverage(np.where(missing_drift, np.nan, excess), basket_var,
-                               m["kelly_fraction"])
-    lev_stress = health_leverage_cap(nav, lending_equity,
-                                     (weights * (1.0 - shock) * book.lt).sum(axis=1),
-                                     params.stress_health_floor)
-    lev_health = health_leverage_cap(nav, lending_equity, (weights * book.lt).sum(axis=1),
-                                     m["min_health"] + params.rebalance_health_buffer)
+    lev_kelly = kelly_leverage(
+        np.where(missing_drift, np.nan, excess), basket_var, m["kelly_fraction"]
+    )
+    lev_stress = health_leverage_cap(
+        nav,
+        lending_equity,
+        (weights * (1.0 - shock) * book.lt).sum(axis=1),
+        params.stress_health_floor,
+    )
+    lev_health = health_leverage_cap(
+        nav,
+        lending_equity,
+        (weights * book.lt).sum(axis=1),
+        m["min_health"] + params.rebalance_health_buffer,
+    )
     lev_borrow = borrow_leverage_cap(nav, lending_equity, (weights * book.ltv).sum(axis=1))
-    target_lev = most_conservative(lev_vol, lev_cppi, lev_kelly, m["max_leverage"], lev_stress,
-                                   lev_health, lev_borrow)
+    target_lev = most_conservative(
+        lev_vol, lev_cppi, lev_kelly, m["max_leverage"], lev_stress, lev_health, lev_borrow
+    )
 
     # Deleverage: sells pro rata until health is back at min_health + buffer (worst fill).
     swap_exp = (costs.swap_fee_bps + costs.swap_slippage_bps) * BPS
@@ -243,19 +261,35 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
         gcut = np.where(den_p > 0, (h_t * maint - equity) / np.where(den_p > 0, den_p, 1), 1.0)
         gcut = np.where(perp_low, np.clip(gcut, 0.0, 1.0), 0.0)
         left = (1.0 - gcut) * maint
-        perp_after = np.where(left > 0, (equity - gcut * total_notional * perp_fee)
-                              / np.where(left > 0, left, 1.0), np.inf)
-    cur_w = np.where(coll_value[:, None] > 0, coll_usd / np.where(coll_value > 0, coll_value,
-                                                                   1.0)[:, None], weights)
+        perp_after = np.where(
+            left > 0,
+            (equity - gcut * total_notional * perp_fee) / np.where(left > 0, left, 1.0),
+            np.inf,
+        )
+    cur_w = np.where(
+        coll_value[:, None] > 0,
+        coll_usd / np.where(coll_value > 0, coll_value, 1.0)[:, None],
+        weights,
+    )
     vol_h = np.sqrt(_quad(cur_w, cov) * hz)
     pen = params.liquidation_penalty
-    delev_benefit = pen * (coll_value * (_p_below_one(lending, vol_h)
-                                         - (1 - f) * _p_below_one(lending_after, vol_h))
-                           + total_notional * (_p_below_one(perp, vol_h)
-                                               - (1 - gcut) * _p_below_one(perp_after, vol_h)))
-    delev_cost = (costs.gas_price_usd_per_gas * costs.gas_units_deleverage
-                  + f * coll_value * swap_exp + gcut * total_notional * perp_fee)
-    delev_spot = -f[:, None] * book.coll * has
+    delev_benefit = pen * (
+        coll_value * (_p_below_one(lending, vol_h) - (1 - f) * _p_below_one(lending_after, vol_h))
+        + total_notional
+        * (_p_below_one(perp, vol_h) - (1 - gcut) * _p_below_one(perp_after, vol_h))
+    )
+    # Keep the hedge: cutting a short perp alone would add delta just when the vault is most
+    # exposed, so sell the matching spot too (at most the collateral the lending cut leaves).
+    # The proceeds repay debt, so this only ever raises lending health.
+    short_cut = np.where(book.perp_size < 0, gcut[:, None] * -book.perp_size, 0.0) * has
+    hedge_sell = np.minimum(short_cut, book.coll * (1.0 - f[:, None])) * has
+    delev_cost = (
+        costs.gas_price_usd_per_gas * costs.gas_units_deleverage
+        + f * coll_value * swap_exp
+        + gcut * total_notional * perp_fee
+        + (hedge_sell * price).sum(axis=1) * swap_exp
+    )
+    delev_spot = -(f[:, None] * book.coll + hedge_sell) * has
     delev_perp = -gcut[:, None] * book.perp_size * has
 
     # Rebalance: leverage outside its band → trade to the target (risk-parity weights).
@@ -268,8 +302,9 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
     kappa = params.risk_aversion
     safe_nav = np.where(nav > 0, nav, 1.0)
     reb_benefit = kappa * hz / (2.0 * safe_nav) * _quad(err, cov)
-    reb_cost = (costs.gas_price_usd_per_gas * costs.gas_units_rebalance
-                + np.abs(err).sum(axis=1) * swap_exp)
+    reb_cost = (
+        costs.gas_price_usd_per_gas * costs.gas_units_rebalance + np.abs(err).sum(axis=1) * swap_exp
+    )
     slippage_ok = costs.swap_slippage_bps <= m["max_slippage_bps"]
     rebalance = can_trade & out & slippage_ok & (reb_benefit > reb_cost)
     rebalance_legs = np.where(rebalance[:, None], legs, 0.0)
@@ -280,9 +315,11 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
     post_usd = coll_post * price * has
     post_total = post_usd.sum(axis=1)
     n_has = np.maximum(has.sum(axis=1), 1)
-    w_exp = np.where(post_total[:, None] > 0,
-                     post_usd / np.where(post_total > 0, post_total, 1.0)[:, None],
-                     has / n_has[:, None])
+    w_exp = np.where(
+        post_total[:, None] > 0,
+        post_usd / np.where(post_total > 0, post_total, 1.0)[:, None],
+        has / n_has[:, None],
+    )
     target_units = target_delta_units(m["hedge_target"][:, None], nav[:, None], w_exp, price)
     dev_units = (net_post - target_units) * has
     dev_usd = dev_units * price
@@ -315,24 +352,56 @@ def assess_book(book: Book, market: MarketView, forecast: MarketForecast, costs:
     hedge_benefit = kappa * hz / (2.0 * safe_nav) * (_quad(dev_usd, cov) - _quad(dev_after, cov))
     hedge_cost = costs.gas_price_usd_per_gas * costs.gas_units_hedge + scale * hedge_fee
     hedge_any: BoolArray = np.asarray(out_u.any(axis=1), dtype=bool)
-    hedge = (can_trade & hedge_any & (scale >= params.min_hedge_scale)
-             & (hedge_benefit > hedge_cost))
+    hedge = can_trade & hedge_any & (scale >= params.min_hedge_scale) & (hedge_benefit > hedge_cost)
     hedge_legs = np.where(hedge[:, None], hedge_legs, 0.0)
 
     return Assessment(
-        book=book, vol_methods=vol_methods, stale=stale, oldest_feed_age_s=oldest,
-        lending_health=lending, perp_health=perp, binding_health=binding, leverage=leverage,
-        collateral_usd=coll_value, basket_vol=basket_vol, lev_vol=lev_vol, lev_cppi=lev_cppi,
-        lev_kelly=lev_kelly, lev_stress=lev_stress, lev_health=lev_health, lev_borrow=lev_borrow,
-        target_leverage=target_lev, deleverage=deleverage,
-        delev_target_health=h_t, delev_lending_after=lending_after,
-        delev_perp_after=perp_after, delev_benefit=delev_benefit, delev_cost=delev_cost,
-        rebalance_band=band, rebalance_out=out, rebalance=rebalance,
-        rebalance_benefit=reb_benefit, rebalance_cost=reb_cost,
-        slippage_ok=np.broadcast_to(slippage_ok, nav.shape), hedge_out=hedge_any, hedge=hedge,
-        hedge_scale=scale, hedge_benefit=hedge_benefit, hedge_cost=hedge_cost,
-        can_trade=can_trade, sigma=sigma, shock=shock, weights=weights, gamma=gamma,
-        net_delta=net_delta, net_delta_post=net_post, target_delta=target_units,
-        band_usd=band_usd, ww_units=ww, delev_spot=delev_spot, delev_perp=delev_perp,
-        rebalance_legs=rebalance_legs, hedge_legs=hedge_legs,
+        book=book,
+        vol_methods=vol_methods,
+        stale=stale,
+        oldest_feed_age_s=oldest,
+        lending_health=lending,
+        perp_health=perp,
+        binding_health=binding,
+        leverage=leverage,
+        collateral_usd=coll_value,
+        basket_vol=basket_vol,
+        lev_vol=lev_vol,
+        lev_cppi=lev_cppi,
+        lev_kelly=lev_kelly,
+        lev_stress=lev_stress,
+        lev_health=lev_health,
+        lev_borrow=lev_borrow,
+        target_leverage=target_lev,
+        deleverage=deleverage,
+        delev_target_health=h_t,
+        delev_lending_after=lending_after,
+        delev_perp_after=perp_after,
+        delev_benefit=delev_benefit,
+        delev_cost=delev_cost,
+        rebalance_band=band,
+        rebalance_out=out,
+        rebalance=rebalance,
+        rebalance_benefit=reb_benefit,
+        rebalance_cost=reb_cost,
+        slippage_ok=np.broadcast_to(slippage_ok, nav.shape),
+        hedge_out=hedge_any,
+        hedge=hedge,
+        hedge_scale=scale,
+        hedge_benefit=hedge_benefit,
+        hedge_cost=hedge_cost,
+        can_trade=can_trade,
+        sigma=sigma,
+        shock=shock,
+        weights=weights,
+        gamma=gamma,
+        net_delta=net_delta,
+        net_delta_post=net_post,
+        target_delta=target_units,
+        band_usd=band_usd,
+        ww_units=ww,
+        delev_spot=delev_spot,
+        delev_perp=delev_perp,
+        rebalance_legs=rebalance_legs,
+        hedge_legs=hedge_legs,
     )

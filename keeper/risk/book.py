@@ -22,11 +22,26 @@ logger = logging.getLogger(__name__)
 
 #: Fields of `Mandate` carried as per-vault arrays.
 MANDATE_FIELDS: tuple[str, ...] = (
-    "target_vol", "max_leverage", "min_health", "hedge_target", "hedge_band", "cppi_floor",
-    "cppi_multiplier", "kelly_fraction", "max_slippage_bps",
+    "target_vol",
+    "max_leverage",
+    "min_health",
+    "hedge_target",
+    "hedge_band",
+    "cppi_floor",
+    "cppi_multiplier",
+    "kelly_fraction",
+    "max_slippage_bps",
 )
-_ASSET_FIELDS = ("price_usd", "price_updated_at", "collateral", "idle", "liquidation_threshold",
-                 "ltv", "implied_vol", "implied_vol_updated_at")
+_ASSET_FIELDS = (
+    "price_usd",
+    "price_updated_at",
+    "collateral",
+    "idle",
+    "liquidation_threshold",
+    "ltv",
+    "implied_vol",
+    "implied_vol_updated_at",
+)
 _PERP_FIELDS = ("size", "unrealized_pnl_usd", "maintenance_fraction")
 _OPTION_FIELDS = ("expiry", "strike", "size", "implied_vol", "is_call")
 _VAULT_FIELDS = ("perp_margin_usd", "debt_usdc", "idle_usdc", "nav_usd")
@@ -92,15 +107,21 @@ def pack(states: Sequence[VaultState], mandates: Sequence[Mandate]) -> Book:
     opts = [o for s in states for o in s.options]
     o_idx = [v * n_o + k for v, s in enumerate(states) for k in range(len(s.options))]
 
-    def table(items: Sequence[object], idx: list[int], names: tuple[str, ...], size: int,
-              fill: tuple[float, ...]) -> FloatArray:
+    def table(
+        items: Sequence[object],
+        idx: list[int],
+        names: tuple[str, ...],
+        size: int,
+        fill: tuple[float, ...],
+    ) -> FloatArray:
         out = np.empty((len(names), size))
         out[:] = np.asarray(fill)[:, None]
         if items:
             at = np.asarray(idx, dtype=np.intp)
             for c, name in enumerate(names):
-                out[c, at] = np.fromiter(map(attrgetter(name), items), dtype=np.float64,
-                                         count=len(at))
+                out[c, at] = np.fromiter(
+                    map(attrgetter(name), items), dtype=np.float64, count=len(at)
+                )
         return out
 
     asset_rows = table(assets, a_idx, _ASSET_FIELDS, n_v * n_u, (0.0,) * 8).reshape(8, n_v, n_u)

@@ -124,8 +124,12 @@ def build_forecast(market: MarketView, params: PolicyParams) -> MarketForecast:
         else:
             names, corr = cv.underlyings, cv.corr
     corr.flags.writeable = False
-    logger.debug("forecast at %d: vols=%s shocks=%s", market.now,
-                 {k: (round(v.vol, 4), v.method.value) for k, v in vols.items()}, shocks)
+    logger.debug(
+        "forecast at %d: vols=%s shocks=%s",
+        market.now,
+        {k: (round(v.vol, 4), v.method.value) for k, v in vols.items()},
+        shocks,
+    )
     return MarketForecast(
         now=market.now,
         risk_free_rate=market.risk_free_rate,

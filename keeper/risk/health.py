@@ -131,8 +131,9 @@ def portfolio_greeks(state: VaultState, now: int, rate: float) -> dict[str, Port
             [o.implied_vol for o in opts],
             [o.is_call for o in opts],
         )
-        for o, d, gm, vg, th in zip(opts, g.delta.tolist(), g.gamma.tolist(), g.vega.tolist(),
-                                    g.theta.tolist(), strict=True):
+        for o, d, gm, vg, th in zip(
+            opts, g.delta.tolist(), g.gamma.tolist(), g.vega.tolist(), g.theta.tolist(), strict=True
+        ):
             row = acc[o.underlying]
             row[0] += d * o.size
             row[1] += gm * o.size

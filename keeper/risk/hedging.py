@@ -26,8 +26,9 @@ def _arr(x: object) -> FloatArray:
     return np.asarray(x, dtype=np.float64)
 
 
-def target_delta_units(hedge_target: object, nav_usd: object, exposure_weights: object,
-                       price_usd: object) -> FloatArray:
+def target_delta_units(
+    hedge_target: object, nav_usd: object, exposure_weights: object, price_usd: object
+) -> FloatArray:
     """Target net delta in units: hedge_target × NAV × weight / price (signed).
 
     ``exposure_weights`` split the vault-level target across underlyings (they sum to 1 per
@@ -41,8 +42,9 @@ def hedge_perp_change(net_delta_units: object, target_units: object) -> FloatArr
     return _arr(target_units) - _arr(net_delta_units)
 
 
-def whalley_wilmott_half_width(gamma: object, spot: object, cost_fraction: object,
-                               risk_aversion_per_usd: object) -> FloatArray:
+def whalley_wilmott_half_width(
+    gamma: object, spot: object, cost_fraction: object, risk_aversion_per_usd: object
+) -> FloatArray:
     """Whalley–Wilmott no-trade half-width in underlying units, (3λSΓ²/(2γ))^(1/3).
 
     ``gamma`` portfolio gamma (units²/USD, signed; only Γ² matters), ``spot`` USD/unit,
@@ -53,7 +55,8 @@ def whalley_wilmott_half_width(gamma: object, spot: object, cost_fraction: objec
     return np.cbrt(1.5 * _arr(cost_fraction) * _arr(spot) * g * g / _arr(risk_aversion_per_usd))
 
 
-def no_trade_band_usd(hedge_band: object, nav_usd: object, ww_half_width_units: object,
-                      spot: object) -> FloatArray:
+def no_trade_band_usd(
+    hedge_band: object, nav_usd: object, ww_half_width_units: object, spot: object
+) -> FloatArray:
     """Half-width of the no-trade band in USD: max(hedge_band × NAV, H × spot)."""
     return np.maximum(_arr(hedge_band) * _arr(nav_usd), _arr(ww_half_width_units) * _arr(spot))

@@ -74,8 +74,9 @@ class PolicyParams:
         in_range("stress_min_shock", self.stress_min_shock, 0.0, 0.95)
         at_least("stress_health_floor", self.stress_health_floor, 1.0)
         at_least("deleverage_health_buffer", self.deleverage_health_buffer, 0.0)
-        at_least("rebalance_health_buffer", self.rebalance_health_buffer,
-                 self.deleverage_health_buffer)
+        at_least(
+            "rebalance_health_buffer", self.rebalance_health_buffer, self.deleverage_health_buffer
+        )
         at_least("critical_health", self.critical_health, 1.0)
         at_least("rebalance_band_abs", self.rebalance_band_abs, 0.0)
         at_least("rebalance_band_rel", self.rebalance_band_rel, 0.0)

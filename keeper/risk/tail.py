@@ -138,8 +138,9 @@ def tail_risk(returns: object, level: float = TAIL_LEVEL) -> TailRisk:
     return TailRisk(level, var_t, cvar_t, var_h, cvar_h, fit)
 
 
-def gaussian_t_cvar(vol_annual: float, horizon_s: float, df: float = 4.0,
-                    level: float = TAIL_LEVEL) -> float:
+def gaussian_t_cvar(
+    vol_annual: float, horizon_s: float, df: float = 4.0, level: float = TAIL_LEVEL
+) -> float:
     """CVaR of a zero-mean t with ``df`` scaled to have the given annualised vol over a horizon.
 
     The fallback shock when a history is too short to fit: fat tails kept, scale from implied vol.
@@ -172,6 +173,7 @@ def stress_health(state: VaultState, shocks: float | Mapping[str, float]) -> Str
     pnl moves by size × price × (−shock) and maintenance by the new price. Options are not in
     either venue's margin and are ignored. Invariant: shock 0 reproduces the current health.
     """
+
     def shock_of(symbol: str) -> float:
         raw = shocks if isinstance(shocks, int | float) else shocks.get(symbol, 0.0)
         return in_range(f"shocks[{symbol}]", float(raw), 0.0, 1.0 - 1e-12)

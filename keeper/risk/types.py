@@ -77,8 +77,9 @@ class PerpPosition:
         finite(f"perp[{self.underlying}].size", self.size)
         at_least(f"perp[{self.underlying}].entry_price", self.entry_price, 0.0)
         finite(f"perp[{self.underlying}].unrealized_pnl_usd", self.unrealized_pnl_usd)
-        in_range(f"perp[{self.underlying}].maintenance_fraction", self.maintenance_fraction,
-                 0.0, 1.0)
+        in_range(
+            f"perp[{self.underlying}].maintenance_fraction", self.maintenance_fraction, 0.0, 1.0
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +283,9 @@ class Costs:
             at_least(name, getattr(self, name), 0.0)
 
 
-def histories_from(series: Mapping[str, tuple[Sequence[float], Sequence[float]]]
-                   ) -> tuple[PriceHistory, ...]:
+def histories_from(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+) -> tuple[PriceHistory, ...]:
     """Build price histories from ``{underlying: (timestamps, prices)}``."""
     return tuple(
         PriceHistory(name, np.asarray(ts, dtype=np.float64), np.asarray(px, dtype=np.float64))

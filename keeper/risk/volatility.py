@@ -193,11 +193,13 @@ def _nll_and_grad(theta: FloatArray, x: FloatArray, h0: float) -> tuple[float, F
     nll = 0.5 * float(np.sum(np.log(h) + x / h))
     dp = p * (1.0 - p)
     dq = q * (1.0 - q)
-    grad = np.array([
-        g_omega * omega,
-        g_alpha * dp * q + g_beta * dp * (1.0 - q),
-        (g_alpha - g_beta) * p * dq,
-    ])
+    grad = np.array(
+        [
+            g_omega * omega,
+            g_alpha * dp * q + g_beta * dp * (1.0 - q),
+            (g_alpha - g_beta) * p * dq,
+        ]
+    )
     return nll, grad
 
 
@@ -226,8 +228,16 @@ def fit_garch(returns: object, dt_years: object) -> GarchFit:
     h = _garch_variances(np.array([omega, alpha, beta]), x, h0)
     nxt = omega + alpha * float(x[-1]) + beta * float(h[-1])
     loglik = -float(result.fun) - 0.5 * x.size * math.log(2.0 * math.pi)
-    return GarchFit(omega, alpha, beta, nxt, float(np.mean(dt)), loglik, int(x.size),
-                    bool(result.success) and math.isfinite(loglik))
+    return GarchFit(
+        omega,
+        alpha,
+        beta,
+        nxt,
+        float(np.mean(dt)),
+        loglik,
+        int(x.size),
+        bool(result.success) and math.isfinite(loglik),
+    )
 
 
 def forecast_vol(
@@ -247,10 +257,15 @@ def forecast_vol(
             logger.info("garch fit for %s failed (%s); using EWMA", underlying, exc)
         else:
             if fit.converged and fit.persistence < GARCH_MAX_PERSISTENCE:
-                return VolForecast(underlying, fit.forecast_vol(horizon_s / SECONDS_PER_YEAR),
-                                   VolMethod.GARCH, n)
-            logger.info("garch fit for %s unusable (converged=%s, α+β=%.4f); using EWMA",
-                        underlying, fit.converged, fit.persistence)
+                return VolForecast(
+                    underlying, fit.forecast_vol(horizon_s / SECONDS_PER_YEAR), VolMethod.GARCH, n
+                )
+            logger.info(
+                "garch fit for %s unusable (converged=%s, α+β=%.4f); using EWMA",
+                underlying,
+                fit.converged,
+                fit.persistence,
+            )
     if history is not None and n >= EWMA_MIN_RETURNS:
         r, dt = log_returns(history.timestamps, history.prices)
         return VolForecast(underlying, math.sqrt(ewma_variance(r, dt)), VolMethod.EWMA, n)
@@ -278,8 +293,9 @@ def _clip_series(h: PriceHistory, start: float, end: float) -> tuple[FloatArray,
     return ts, np.log(np.asarray(h.prices[first:last], dtype=np.float64))
 
 
-def hayashi_yoshida(ts_a: FloatArray, log_a: FloatArray, ts_b: FloatArray,
-                    log_b: FloatArray) -> float:
+def hayashi_yoshida(
+    ts_a: FloatArray, log_a: FloatArray, ts_b: FloatArray, log_b: FloatArray
+) -> float:
     """Hayashi–Yoshida (2005) covariance of two asynchronously observed log-price paths.
 
     Σ_i Σ_j r_a,i · r_b,j over every pair of return intervals that overlap. Unbiased for
@@ -346,5 +362,6 @@ def covariance(histories: Sequence[PriceHistory], window_s: float | None = None)
         raw = cov / np.outer(sd, sd)
     raw = np.where(np.isfinite(raw), raw, 0.0)
     np.fill_diagonal(raw, 1.0)
-    return Covariance(tuple(h.underlying for h in histories), cov, nearest_correlation(raw),
-                      end - start)
+    return Covariance(
+        tuple(h.underlying for h in histories), cov, nearest_correlation(raw), end - start
+    )

@@ -122,13 +122,15 @@ def test_deleverage_is_never_skipped_for_cost() -> None:
     assert a.expected_cost_usd > a.expected_benefit_usd
 
 
-def test_perp_margin_deleverage_cuts_perps_pro_rata() -> None:
+def test_perp_margin_deleverage_cuts_perps_pro_rata_and_keeps_the_hedge() -> None:
     # margin 55k vs maintenance 500 × 2000 × 5 % = 50k: perp health 1.1, lending fine (2.4).
     v = vault(perp_margin_usd=55_000.0, nav_usd=1_055_000.0,
               perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
     (a,) = decide(v, mandate(), market(), costs())
-    assert a.kind is ActionKind.DELEVERAGE and a.spot_legs == {}
+    assert a.kind is ActionKind.DELEVERAGE
     cut = a.perp_legs["ETH"] / 500.0  # positive: buys back part of the short
+    # The short bought back is matched by the same spot sold: net delta does not move.
+    assert a.spot_legs["ETH"] == pytest.approx(-a.perp_legs["ETH"], rel=1e-12)
     # g = (1.3 × 50k − 55k) / (1.3 × 50k − 1M notional × 5 bps)
     assert cut == pytest.approx(10_000 / 64_500, rel=1e-12)
     after = (55_000 - cut * 1_000_000 * 0.0005) / ((1 - cut) * 50_000)

@@ -1,0 +1,80 @@
+"""Composition root: settings → the connected parts of one keeper process."""
+
+from __future__ import annotations
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from keeper.chain.connect import connect
+from keeper.chain.reader import SnapshotReader
+from keeper.clock import Clock, SystemClock
+from keeper.config import Settings, resolve_vaults
+from keeper.errors import ConfigError
+from keeper.journal import Journal
+from keeper.service import KeeperService
+from keeper.tx.fees import FeePolicy
+from keeper.tx.nonce import NonceManager
+from keeper.tx.sender import SendPolicy, TxSender
+
+
+def fee_policy(settings: Settings) -> FeePolicy:
+    gas = settings.gas
+    return FeePolicy(
+        max_fee_cap=dict(gas.max_fee_wei),
+        acceptable_base_fee=gas.acceptable_base_fee_wei,
+        priority_fee_min=gas.priority_fee_min_wei,
+        priority_fee_max=gas.priority_fee_max_wei,
+        bump_percent=settings.fee_bump_percent,
+        max_replacements=settings.max_replacements,
+    )
+
+
+def build_service(
+    settings: Settings,
+    account: LocalAccount | None,
+    w3: Web3 | None = None,
+    clock: Clock | None = None,
+) -> KeeperService:
+    """Wire every part from `settings`. `w3` and `clock` are injected by tests and the demo."""
+    if w3 is None:
+        w3 = connect(settings.rpc_url.get_secret_value(), settings.chain_id)
+    clock = clock or SystemClock()
+    vaults = resolve_vaults(settings)
+    if not vaults:
+        raise ConfigError(
+            "KEEPER_VAULTS: no vaults to keep (set KEEPER_VAULTS or KEEPER_DEPLOYMENT)"
+        )
+    journal = Journal(settings.journal)
+    address = Web3.to_checksum_address(account.address) if account else None
+    # Dry run without a key: simulate as the deployment's keeper, so the role check passes.
+    deployed_keeper = (settings.deployment_data or {}).get("accounts", {}).get("keeper")
+    sim_from = address or (Web3.to_checksum_address(deployed_keeper) if deployed_keeper else None)
+    nonces = None
+    if account is not None and address is not None:
+        nonces = NonceManager.for_account(w3, address)
+        nonces.sync()
+    sender = TxSender(
+        w3,
+        account,
+        sim_from or Web3.to_checksum_address("0x" + "00" * 20),
+        nonces,
+        journal,
+        fee_policy(settings),
+        SendPolicy(
+            gas_limit_margin=settings.gas_limit_margin,
+            tx_timeout_s=settings.tx_timeout,
+            dry_run=settings.dry_run,
+        ),
+        clock,
+    )
+    return KeeperService(
+        w3,
+        vaults,
+        SnapshotReader(w3),
+        sender,
+        journal,
+        clock,
+        max_staleness_s=settings.max_staleness,
+        tick_deadline_s=settings.effective_tick_deadline,
+        expected_chain_id=settings.chain_id,
+    )
