@@ -8,7 +8,7 @@ from web3 import Web3
 from keeper.chain.connect import connect
 from keeper.chain.reader import SnapshotReader
 from keeper.clock import Clock, SystemClock
-from keeper.config import Settings, resolve_vaults
+from keeper.config import Settings, env_name, resolve_vaults
 from keeper.errors import ConfigError
 from keeper.journal import Journal
 from keeper.service import KeeperService
@@ -29,6 +29,24 @@ def fee_policy(settings: Settings) -> FeePolicy:
     )
 
 
+def _chain_id_source(settings: Settings) -> str:
+    """The setting(s) the expected chain id comes from: the deployment's unless set directly."""
+    if settings.deployment_data is None:
+        return env_name("chain_id")
+    return f"{env_name('chain_id')} / {env_name('deployment')}"
+
+
+def verify_vaults(settings: Settings, reader: SnapshotReader) -> None:
+    """Refuse to start on an address that is not a RiskVault, naming the setting it came from
+    (KEEPER_VAULTS or KEEPER_DEPLOYMENT) so the operator knows which one to fix."""
+    listed = list(settings.vaults)
+    deployed = [v for v in resolve_vaults(settings) if v not in settings.vaults]
+    if listed:
+        reader.verify_vaults(listed, env_name("vaults"))
+    if deployed:
+        reader.verify_vaults(deployed, f"{env_name('deployment')} {settings.deployment}")
+
+
 def build_service(
     settings: Settings,
     account: LocalAccount | None,
@@ -37,7 +55,12 @@ def build_service(
 ) -> KeeperService:
     """Wire every part from `settings`. `w3` and `clock` are injected by tests and the demo."""
     if w3 is None:
-        w3 = connect(settings.rpc_url.get_secret_value(), settings.chain_id)
+        w3 = connect(
+            settings.rpc_url.get_secret_value(),
+            settings.chain_id,
+            url_setting=env_name("rpc_url"),
+            chain_id_setting=_chain_id_source(settings),
+        )
     clock = clock or SystemClock()
     vaults = resolve_vaults(settings)
     if not vaults:

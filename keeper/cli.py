@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from keeper import __version__
 from keeper.errors import KeeperError
@@ -28,11 +29,14 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from keeper.config import resolve_vaults
-    from keeper.report import table
     from keeper.signer import load_signer
 
     settings = _settings(args)
     account = load_signer(settings)
+    # Only now: keeper.report pulls in the risk core (scipy), half a second a bad setting
+    # need not wait for.
+    from keeper.report import table
+
     rows = [[name, value] for name, value in settings.describe()]
     rows.append(["(signer address)", account.address if account else "none (dry run)"])
     rows.append(["(vaults, effective)", ", ".join(resolve_vaults(settings)) or "none"])
@@ -41,17 +45,68 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HoldUntilStarted(logging.Handler):
+    """Holds log records back while the keeper starts, so that a start refused for bad input is
+    the one `keeper: error:` line alone; `let_through()` (or any warning) lets them all through."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__()
+        self.target = target
+        self._held: list[logging.LogRecord] = []
+        self._released = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._released:
+            self.target.handle(record)
+            return
+        self._held.append(record)
+        if record.levelno >= logging.WARNING:  # something the operator must see now
+            self.let_through()
+
+    def drop_held(self) -> None:
+        self._held.clear()
+
+    def let_through(self) -> None:
+        self._released = True
+        held, self._held = self._held, []
+        for record in held:
+            self.target.handle(record)
+
+
+@contextmanager
+def _quiet_start() -> Iterator[None]:
+    """Route the root logger through `_HoldUntilStarted` while the keeper starts. A KeeperError
+    (bad input: its one line says it all) drops what is still held, which is below WARNING;
+    success or a bug (the traceback needs the context) lets it through."""
+    root = logging.getLogger()
+    targets = list(root.handlers)
+    holders = [_HoldUntilStarted(h) for h in targets]
+    root.handlers[:] = holders
+    try:
+        yield
+    except KeeperError:
+        for holder in holders:
+            holder.drop_held()
+        raise
+    finally:
+        root.handlers[:] = targets
+        for holder in holders:
+            holder.let_through()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from keeper.app import build_service
+    from keeper.app import build_service, verify_vaults
     from keeper.logs import configure_logging
     from keeper.service import run_scheduler
     from keeper.signer import load_signer
 
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_json or args.json)
-    account = load_signer(settings)
-    service = build_service(settings, account)
-    service.start()
+    with _quiet_start():
+        account = load_signer(settings)
+        service = build_service(settings, account)
+        verify_vaults(settings, service.reader)
+        service.start()
     if args.once:
         report = service.tick()
         service.journal.close()
@@ -60,12 +115,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from keeper.app import build_service
+    from keeper.app import build_service, verify_vaults
     from keeper.status import status_text
 
     settings = _settings(args)
     service = build_service(settings, None)
     try:
+        verify_vaults(settings, service.reader)
         print(status_text(service))
     finally:
         service.journal.close()

@@ -33,6 +33,7 @@ from keeper.chain.deploy import (
 from keeper.chain.local import LocalChain, local_chain
 from keeper.chain.snapshot import VaultSnapshot
 from keeper.chain.tester import in_process_web3
+from keeper.clock import Clock
 from keeper.config import load_settings
 from keeper.report import ratio, table
 from keeper.risk.health import net_delta
@@ -117,29 +118,39 @@ class Market:
         self.push()
 
 
-def _keeper_key(w3: Web3, address: str) -> str:
-    backend = w3.provider.ethereum_tester.backend  # type: ignore[attr-defined]
-    for key in backend.account_keys:
-        if key.public_key.to_checksum_address() == address:
-            return "0x" + bytes(key.to_bytes()).hex()
-    raise RuntimeError(f"no in-process key for {address}")
+def local_key(w3: Web3, address: str) -> str:
+    """The private key of an unlocked account of a local chain (in-process or anvil)."""
+    from keeper.chain.anvil import anvil_key
+    from keeper.chain.tester import RevertingTesterProvider
+
+    if isinstance(w3.provider, RevertingTesterProvider):
+        for key in w3.provider.ethereum_tester.backend.account_keys:  # type: ignore[union-attr]
+            if key.public_key.to_checksum_address() == address:
+                return "0x" + bytes(key.to_bytes()).hex()
+    else:
+        index = [str(a).lower() for a in w3.eth.accounts].index(address.lower())
+        return anvil_key(index)
+    raise RuntimeError(f"no local key for {address}")
 
 
-def build_demo_service(w3: Web3, dep: Deployment, journal: Path) -> KeeperService:
-    """A real keeper (settings, signer, journal, sender) on the in-process chain."""
-    key = _keeper_key(w3, dep.accounts["keeper"])
-    settings = load_settings(
-        env={
-            "KEEPER_RPC_URL": "http://in-process.invalid",
-            "KEEPER_PRIVATE_KEY": key,
-            "KEEPER_VAULTS": ",".join(dep.vaults),
-            "KEEPER_JOURNAL": str(journal),
-            "KEEPER_POLL_INTERVAL": "12",
-            "KEEPER_TX_TIMEOUT": "30",
-        },
-        env_file=None,
+def build_local_service(
+    w3: Web3, dep: Deployment, journal: Path, clock: Clock | None = None, **settings: str
+) -> KeeperService:
+    """A real keeper (settings, signer, journal, sender) on a local chain; `settings` are
+    extra KEEPER_* values (without the prefix, e.g. TX_TIMEOUT="30")."""
+    key = local_key(w3, dep.accounts["keeper"])
+    env = {
+        "KEEPER_RPC_URL": "http://local.invalid",
+        "KEEPER_PRIVATE_KEY": key,
+        "KEEPER_VAULTS": ",".join(dep.vaults),
+        "KEEPER_JOURNAL": str(journal),
+        "KEEPER_POLL_INTERVAL": "12",
+        "KEEPER_TX_TIMEOUT": "30",
+    }
+    env.update({f"KEEPER_{k.upper()}": v for k, v in settings.items()})
+    return build_service(
+        load_settings(env=env, env_file=None), account_from_private_key(key), w3=w3, clock=clock
     )
-    return build_service(settings, account_from_private_key(key), w3=w3)
 
 
 def _row(
@@ -215,7 +226,7 @@ def run_demo(steps: int = 0, seed: int = 7) -> int:
     print(_live(headers))
     print(_live(["-" * w for w in LIVE_WIDTHS]))
     with tempfile.TemporaryDirectory() as tmp:
-        service = build_demo_service(w3, dep, Path(tmp) / "journal.sqlite")
+        service = build_local_service(w3, dep, Path(tmp) / "journal.sqlite")
         service.start()
         rows: list[list[str]] = []
         min_health = {v: float("inf") for v in dep.vaults}

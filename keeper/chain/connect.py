@@ -31,22 +31,42 @@ def mask_rpc_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, hidden_path, "", ""))
 
 
+def _failure(exc: Exception) -> str:
+    """Why an RPC request failed, without the exception's text (it quotes the full URL)."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return f"HTTP {status}"
+    return type(exc).__name__
+
+
 def connect(
-    rpc_url: str, expected_chain_id: int | None = None, timeout_s: float = RPC_TIMEOUT_S
+    rpc_url: str,
+    expected_chain_id: int | None = None,
+    timeout_s: float = RPC_TIMEOUT_S,
+    *,
+    url_setting: str | None = None,
+    chain_id_setting: str | None = None,
 ) -> Web3:
-    """An HTTP Web3 for `rpc_url` after checking it answers (and is on `expected_chain_id`)."""
+    """An HTTP Web3 for `rpc_url` after checking it answers (and is on `expected_chain_id`).
+
+    `url_setting` and `chain_id_setting` name where the URL and the expected chain id came from
+    (``KEEPER_RPC_URL``, ``--chain-id``): each error line starts with the one to fix.
+    """
+    shown = mask_rpc_url(rpc_url)
+    url_prefix = f"{url_setting}: " if url_setting else ""
     parts = urlsplit(rpc_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ChainReadError(f"RPC URL {mask_rpc_url(rpc_url)!s} is not an http(s) URL")
+        raise ChainReadError(f"{url_prefix}RPC URL {shown} is not an http(s) URL")
     w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
     try:
         chain_id = int(w3.eth.chain_id)
     except Exception as exc:  # requests/aiohttp/JSON errors all mean the same thing here
-        raise ChainReadError(
-            f"RPC {mask_rpc_url(rpc_url)} unreachable: {type(exc).__name__}"
-        ) from None
+        raise ChainReadError(f"{url_prefix}RPC {shown} unreachable ({_failure(exc)})") from None
     if expected_chain_id is not None and chain_id != expected_chain_id:
+        chain_prefix = f"{chain_id_setting}: " if chain_id_setting else ""
         raise ChainReadError(
-            f"RPC {mask_rpc_url(rpc_url)} is on chain {chain_id}, expected {expected_chain_id}"
+            f"{chain_prefix}expected chain {expected_chain_id}, but RPC {shown} is on chain "
+            f"{chain_id}"
         )
     return w3

@@ -1,0 +1,113 @@
+"""Stuck transactions, fee caps and restarts: anvil with automine off (the sender waits on a
+FakeClock whose sleep decides when a block is mined)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from keeper.demo import Market
+from keeper.service import KeeperService
+from tests.keeper.conftest import Env, FakeClock, move
+
+GWEI = 10**9
+
+
+def fee_steps(service: KeeperService, vault: str) -> list[tuple[int, int]]:
+    (intent,) = [i for i in service.journal.recent_intents(vault=vault) if i.kind == "deleverage"]
+    return [(t.max_fee_per_gas, t.max_priority_fee_per_gas) for t in intent.transactions]
+
+
+def test_stuck_transaction_is_replaced_with_bumped_fees_under_the_cap(
+    anvil_env: Env, market: Market, clock: FakeClock, make_service: Callable[..., KeeperService]
+) -> None:
+    env, balanced = anvil_env, anvil_env.dep.vaults[0]
+    service = make_service(TX_TIMEOUT="10", MAX_REPLACEMENTS="5", FEE_BUMP_PERCENT="12.5")
+    move(market, env, 0.65, 0.70)
+    env.rpc("evm_setAutomine", False)
+    start_nonce = env.nonce("latest")
+    replaced = {"n": 0}
+
+    def mine_after_two_replacements(c: FakeClock) -> None:
+        steps = (
+            fee_steps(service, balanced) if service.journal.recent_intents(vault=balanced) else []
+        )
+        if len(steps) >= 3:  # the original and two replacements are out: let a block in
+            env.rpc("evm_mine")
+        replaced["n"] = max(replaced["n"], len(steps) - 1)
+
+    clock.on_sleep = mine_after_two_replacements
+    report = service.tick()
+    (outcome,) = [o for o in report.outcomes if o.vault == balanced]
+    assert outcome.status == "mined" and outcome.replacements == 2
+    steps = fee_steps(service, balanced)
+    assert len(steps) == 3
+    cap = service.sender.fee_policy.cap_for(report.actions[balanced][0].urgency)
+    for (fee0, tip0), (fee1, tip1) in zip(steps, steps[1:], strict=False):
+        assert fee1 * 1000 >= fee0 * 1125 and tip1 * 1000 >= tip0 * 1125  # ≥ 12.5 % each
+        assert fee1 <= cap
+    # Exactly one transaction used the nonce: the last replacement.
+    assert env.nonce("latest") == start_nonce + 1
+    mined = env.w3.eth.get_transaction(outcome.tx_hash)  # type: ignore[arg-type]
+    assert mined["maxFeePerGas"] == steps[-1][0]
+    (intent,) = [
+        i for i in service.journal.recent_intents(vault=balanced) if i.kind == "deleverage"
+    ]
+    assert [t.status for t in intent.transactions] == ["replaced", "replaced", "mined"]
+
+
+def test_replacement_stops_at_the_fee_cap(
+    anvil_env: Env, market: Market, clock: FakeClock, make_service: Callable[..., KeeperService]
+) -> None:
+    env, balanced = anvil_env, anvil_env.dep.vaults[0]
+    cap_gwei = 5
+    caps = {f"MAX_FEE_GWEI_{u}": str(cap_gwei) for u in ("LOW", "NORMAL", "HIGH", "CRITICAL")}
+    service = make_service(
+        TX_TIMEOUT="5", MAX_REPLACEMENTS="50", ACCEPTABLE_BASE_FEE_GWEI="2", **caps
+    )
+    move(market, env, 0.65, 0.70)
+    env.rpc("evm_setAutomine", False)
+    report = service.tick()
+    (outcome,) = [o for o in report.outcomes if o.vault == balanced]
+    assert outcome.status == "timeout"
+    assert "fee cap reached" in (outcome.error or "")
+    steps = fee_steps(service, balanced)
+    assert 2 <= len(steps) < 50  # it bumped, and stopped because of the cap, not the limit
+    assert all(fee <= cap_gwei * GWEI and tip <= fee for fee, tip in steps)
+    # The last affordable bump was taken before giving up: one more would pass the cap.
+    assert steps[-1][0] * 1125 > cap_gwei * GWEI * 1000
+
+
+def test_restart_with_a_transaction_in_flight_never_sends_twice(
+    anvil_env: Env, market: Market, clock: FakeClock, make_service: Callable[..., KeeperService]
+) -> None:
+    env, balanced = anvil_env, anvil_env.dep.vaults[0]
+    first = make_service(TX_TIMEOUT="5", MAX_REPLACEMENTS="0")
+    move(market, env, 0.65, 0.70)
+    env.rpc("evm_setAutomine", False)
+    start_nonce = env.nonce("latest")
+    report = first.tick()
+    sent = [o for o in report.outcomes if o.vault == balanced]
+    assert [o.status for o in sent] == ["timeout"]  # in flight, not mined
+    pending_nonce = env.nonce("pending")
+
+    # While it is in flight, another tick decides again but sends nothing for that vault.
+    again = first.tick()
+    assert [o for o in again.outcomes if o.vault == balanced] == []
+    assert env.nonce("pending") == pending_nonce
+    first.journal.close()  # the process dies here
+
+    # A new process on the same journal reconciles before anything else: it rebroadcasts the
+    # same signed transaction and waits for it; a block gets mined while it waits.
+    clock.on_sleep = lambda c: env.rpc("evm_mine")
+    second = make_service(TX_TIMEOUT="5", MAX_REPLACEMENTS="0", start=False)
+    reconciled = second.start()
+    in_flight = {(o.vault, "mined", o.tx_hash) for o in report.outcomes if o.status == "timeout"}
+    assert (balanced, "mined", sent[0].tx_hash) in in_flight
+    assert {(o.vault, o.status, o.tx_hash) for o in reconciled} == in_flight
+    env.rpc("evm_setAutomine", True)
+    # One nonce per action ever signed: nothing was sent twice.
+    assert env.nonce("latest") == start_nonce + len(in_flight)
+    after = second.read_now()[balanced]
+    assert after.health >= after.mandate.min_health
+    follow_up = second.tick()
+    assert [a for a in follow_up.actions.get(balanced, []) if a.kind.name == "DELEVERAGE"] == []
