@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 from scipy.signal import lfilter
+from scipy.special import expit
 
 from keeper.errors import RiskInputError
 from keeper.risk.types import SECONDS_PER_YEAR, PriceHistory
@@ -165,6 +166,12 @@ class GarchFit:
         return math.sqrt(max(mean, 0.0))
 
 
+#: Box for the optimiser's reparametrisation (a = log ω/h0, b = logit(α+β), c = logit(α/(α+β))):
+#: ω from e^-30 to e^5 times the sample variance, α+β and the α share from ~1e-13 to 1 − 1e-13.
+#: Without it L-BFGS-B can step to |θ| > 709, where exp overflows (seen on 250 hourly returns).
+THETA_BOUNDS = ((-30.0, 5.0), (-30.0, 30.0), (-30.0, 30.0))
+
+
 def _garch_variances(params: FloatArray, x: FloatArray, h0: float) -> FloatArray:
     omega, alpha, beta = params
     u = omega + alpha * x[:-1]
@@ -179,8 +186,7 @@ def _nll_and_grad(theta: FloatArray, x: FloatArray, h0: float) -> tuple[float, F
     so every theta is a valid GARCH. dh/d(ω, α, β) obey the same AR(1) recursion as h.
     """
     a, b, c = theta
-    p = 1.0 / (1.0 + math.exp(-b))
-    q = 1.0 / (1.0 + math.exp(-c))
+    p, q = float(expit(b)), float(expit(c))
     omega, alpha, beta = h0 * math.exp(a), p * q, p * (1.0 - q)
     h = np.empty_like(x)
     h[0] = h0
@@ -220,10 +226,11 @@ def fit_garch(returns: object, dt_years: object) -> GarchFit:
     # Start at α = 0.08, β = 0.90: typical daily crypto/equity GARCH estimates.
     start = np.array([math.log(0.02), math.log(0.98 / 0.02), math.log(0.08 / 0.90)])
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        result = minimize(_nll_and_grad, start, args=(x, h0), jac=True, method="L-BFGS-B")
+        result = minimize(
+            _nll_and_grad, start, args=(x, h0), jac=True, method="L-BFGS-B", bounds=THETA_BOUNDS
+        )
     a, b, c = (float(v) for v in result.x)
-    p = 1.0 / (1.0 + math.exp(-b))
-    q = 1.0 / (1.0 + math.exp(-c))
+    p, q = float(expit(b)), float(expit(c))
     omega, alpha, beta = h0 * math.exp(a), p * q, p * (1.0 - q)
     h = _garch_variances(np.array([omega, alpha, beta]), x, h0)
     nxt = omega + alpha * float(x[-1]) + beta * float(h[-1])
