@@ -43,7 +43,9 @@ class Sender:
             if sender in self.keys:
                 built = fn.build_transaction(self._fill(tx, fn.estimate_gas(tx)))
                 return self._send_signed(built, sender, what)
-            tx_hash = fn.transact(tx)
+            # Our own margin over the estimate: state moves between estimate and inclusion
+            # (interest, funding, timestamps), and an exact limit then runs out of gas.
+            tx_hash = fn.transact({**tx, "gas": int(fn.estimate_gas(tx) * GAS_MARGIN)})
         except DeploymentError:
             raise
         except Exception as exc:  # web3 raises many types for a revert: one type, with context

@@ -45,8 +45,10 @@ from keeper.tx.nonce import NonceManager, is_nonce_too_low
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between receipt polls while waiting.
-RECEIPT_POLL_S = 1.0
+#: Receipt polling: first poll after this many seconds, doubling up to RECEIPT_POLL_MAX_S, so a
+#: fast chain (anvil, an L2) is not held to a one-second poll (measured ~1.1 s per action).
+RECEIPT_POLL_MIN_S = 0.05
+RECEIPT_POLL_MAX_S = 1.0
 #: Substrings meaning the node already has this exact transaction: not an error.
 ALREADY_KNOWN = ("already known", "known transaction", "already imported")
 
@@ -294,6 +296,7 @@ class TxSender:
     def _confirm(self, p: _Pending, fees: Fees, hashes: list[str]) -> Outcome:
         replacements = 0
         deadline = self.clock.now() + self.policy.tx_timeout_s
+        poll = RECEIPT_POLL_MIN_S
         while True:
             receipt = self._any_receipt(hashes)
             if receipt is not None:
@@ -301,7 +304,8 @@ class TxSender:
                     p.intent_id, p.vault, p.function, receipt, replacements, fees
                 )
             if self.clock.now() < deadline:
-                self.clock.sleep(RECEIPT_POLL_S)
+                self.clock.sleep(poll)
+                poll = min(2 * poll, RECEIPT_POLL_MAX_S)
                 continue
             bumped = bump_fees(fees, fetch_fee_inputs(self.w3), p.urgency, self.fee_policy)
             if bumped is None or replacements >= self.fee_policy.max_replacements:
@@ -339,6 +343,7 @@ class TxSender:
                 # Most often the previous one was mined meanwhile: the next loop finds its receipt.
                 logger.warning("replacement not accepted: %s", exc)
             deadline = self.clock.now() + self.policy.tx_timeout_s
+            poll = RECEIPT_POLL_MIN_S
 
     def _any_receipt(self, hashes: list[str]) -> TxReceipt | None:
         for h in reversed(hashes):
