@@ -2,11 +2,21 @@
 """Benchmarks of the keeper, by subcommand (no timed assertions anywhere; this only reports).
 
     python scripts/bench.py risk [--options N] [--vaults N] [--repeat N]
+    python scripts/bench.py cycle [--sizes 1,10,100,500 | --quick] [--repeat N] [--history N]
 
 ``risk``: Black–Scholes greeks for N options, vectorised vs a plain per-element Python loop
 (``math`` module, same formulas) on a slice, extrapolated per element; then one full
 assess-and-decide pass over N vaults × 3 underlyings × 10 options, the vectorised batch vs
-calling ``decide`` per vault. Add a subcommand by writing ``_add_<name>(subparsers)``.
+calling ``decide`` per vault.
+
+``cycle``: on a fresh anvil, the bundled market with a fleet of seeded vaults (collateral, debt,
+perps, options; feeds warmed up with hourly rounds so the volatility models fit). For each fleet
+size: the read of every vault's ``snapshot()`` at one block, Multicall3-batched vs one eth_call
+per vault; one full keeper cycle (``KeeperService.tick``, no action needed) with each reader;
+and, for the smaller fleets, a cycle in which every vault must hedge. Wall time and every
+JSON-RPC request sent (counted at the HTTP provider), as naive/batched ratios from the same run.
+
+Add a subcommand by writing ``_add_<name>(subparsers)``.
 """
 
 from __future__ import annotations
@@ -14,11 +24,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
+import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 # Small arrays, many calls: BLAS thread pools only add wake-up latency on a 2-core box.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -27,7 +42,22 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+from eth_typing import ChecksumAddress  # noqa: E402
+from web3 import Web3  # noqa: E402
+from web3.providers.rpc import HTTPProvider  # noqa: E402
+from web3.types import RPCEndpoint, RPCResponse  # noqa: E402
 
+from keeper.app import build_service  # noqa: E402
+from keeper.chain.anvil import Anvil, anvil_path  # noqa: E402
+from keeper.chain.deploy import Deployment, MarketDeployer, unlocked_roles  # noqa: E402
+from keeper.chain.fleet import Fleet, check_fleet  # noqa: E402
+from keeper.chain.local import AnvilChain  # noqa: E402
+from keeper.chain.multicall import MULTICALL3_ABI, MULTICALL3_ADDRESS, ensure_multicall3  # noqa: E402
+from keeper.chain.reader import SNAPSHOTS_PER_CALL, SnapshotReader  # noqa: E402
+from keeper.chain.snapshot import VaultSnapshot  # noqa: E402
+from keeper.chain.txsend import Sender  # noqa: E402
+from keeper.config import load_settings  # noqa: E402
+from keeper.demo import Market  # noqa: E402
 from keeper.policy import Action, decide, decide_batch  # noqa: E402
 from keeper.risk.forecast import build_forecast  # noqa: E402
 from keeper.risk.greeks import black_scholes  # noqa: E402
@@ -44,6 +74,8 @@ from keeper.risk.types import (  # noqa: E402
     PriceHistory,
     VaultState,
 )
+from keeper.service import KeeperService, TickReport  # noqa: E402
+from keeper.signer import account_from_private_key  # noqa: E402
 
 #: Start of the synthetic clock (unix s); any fixed value works.
 NOW_S: int = 1_700_000_000
@@ -259,11 +291,322 @@ def _add_risk(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="fraction of the settled fleet still needing last tick's action")
     p.set_defaults(func=run_risk)
 
+# ====================================================================== cycle
+#: anvil's default mnemonic, account 2: the keeper of `unlocked_roles` (checked by address).
+ANVIL_KEEPER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
+CYCLE_SIZES: tuple[int, ...] = (1, 10, 100, 500)
+QUICK_SIZES: tuple[int, ...] = (1, 10, 100)
+#: Largest fleet whose every-vault-hedges cycle is measured: actions are sent one at a time,
+#: each awaited, so that cycle grows by about a second per vault.
+HEDGE_MAX = 100
+QUICK_HEDGE_MAX = 10
+#: The issue's requirement: the read of this many vaults takes at most READ_CALLS_MAX eth_calls.
+READ_REQUIREMENT_VAULTS = 100
+READ_CALLS_MAX = 2
+T = TypeVar("T")
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """Fleet sizes from "1,10,100": positive, de-duplicated, ascending (the fleet only grows)."""
+    try:
+        sizes = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes: not a list of integers: {text!r}") from None
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"--sizes: need positive vault counts, got {text!r}")
+    return tuple(sorted(sizes))
+
+
+def times(numerator: float, denominator: float) -> str:
+    """A ratio for the table: "12.3x" (or "n/a" when the baseline is zero)."""
+    if denominator <= 0:
+        return "n/a"
+    r = numerator / denominator
+    return f"{r:.0f}x" if r >= 100 else f"{r:.1f}x"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measured call: wall time and the JSON-RPC requests it sent, by method."""
+
+    seconds: float
+    methods: dict[str, int]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.methods.values())
+
+    @property
+    def eth_calls(self) -> int:
+        return self.methods.get("eth_call", 0)
+
+
+class CountingProvider(HTTPProvider):
+    """An HTTP provider that counts every JSON-RPC request it sends, by method."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, request_kwargs={"timeout": 300})
+        self.counts: Counter[str] = Counter()
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        self.counts[method] += 1
+        return super().make_request(method, params)
+
+    def make_batch_request(self, requests: list[tuple[RPCEndpoint, Any]]) -> Any:
+        self.counts.update(method for method, _ in requests)
+        return super().make_batch_request(requests)
+
+
+def measure(provider: CountingProvider, fn: Callable[[], T], repeat: int) -> tuple[Sample, T]:
+    """Best wall time of `repeat` runs of `fn`, with the requests of that run."""
+    best: Sample | None = None
+    out: T | None = None
+    for _ in range(repeat):
+        before = Counter(provider.counts)
+        t0 = time.perf_counter()
+        result = fn()
+        dt = time.perf_counter() - t0
+        if best is None or dt < best.seconds:
+            best, out = Sample(dt, dict(provider.counts - before)), result
+    assert best is not None and out is not None  # repeat >= 1 (argparse checks)
+    return best, out
+
+
+class NaiveSnapshotReader(SnapshotReader):
+    """The same reader, one eth_call per vault: the baseline cycle."""
+
+    def read(self, vaults: Sequence[ChecksumAddress], block: int
+             ) -> dict[ChecksumAddress, VaultSnapshot]:
+        return self.read_naive(vaults, block)
+
+
+def _keeper_service(w3: Web3, vaults: Sequence[ChecksumAddress], journal: Path,
+                    naive: bool) -> KeeperService:
+    """A real keeper (settings, signer, journal, nonce owner, sender) with the chosen reader."""
+    settings = load_settings(env={
+        "KEEPER_RPC_URL": "http://127.0.0.1:8545",  # unused: w3 is injected
+        "KEEPER_PRIVATE_KEY": ANVIL_KEEPER_KEY,
+        "KEEPER_VAULTS": ",".join(vaults),
+        "KEEPER_JOURNAL": str(journal),
+        "KEEPER_POLL_INTERVAL": "3600",  # no tick deadline cuts a measured cycle short
+        "KEEPER_TX_TIMEOUT": "120",
+    }, env_file=None)
+    built = build_service(settings, account_from_private_key(ANVIL_KEEPER_KEY), w3=w3)
+    if not naive:
+        return built
+    return KeeperService(w3, built.vaults, NaiveSnapshotReader(w3), built.sender, built.journal,
+                         built.clock, built.max_staleness_s, built.tick_deadline_s,
+                         built.expected_chain_id)
+
+
+def _n_actions(report: TickReport) -> int:
+    return sum(len(a) for a in report.actions.values())
+
+
+@dataclass
+class CycleRow:
+    vaults: int
+    deploy_s: float
+    read: Sample
+    read_naive: Sample
+    same: bool
+    first: Sample
+    tick: Sample
+    tick_naive: Sample
+    actions: int
+    hedge: Sample | None = None
+    hedge_mined: int = 0
+    hedge_kinds: str = ""
+
+
+def _measure_size(w3: Web3, provider: CountingProvider, fleet: Fleet, market: Market, n: int,
+                  args: argparse.Namespace) -> CycleRow:
+    t0 = time.perf_counter()
+    fleet.add(n - len(fleet.vaults))
+    deploy_s = time.perf_counter() - t0
+    vaults = fleet.vaults[:n]
+    market.push()  # fresh rounds on every feed: nothing is stale, however long deploying took
+    block = int(w3.eth.block_number)
+    reader = SnapshotReader(w3)
+    read, batched = measure(provider, lambda: reader.read(vaults, block), args.repeat)
+    read_naive, naive = measure(provider, lambda: reader.read_naive(vaults, block), args.repeat)
+    check_fleet(batched, vaults)
+    chain = AnvilChain(w3)
+    with tempfile.TemporaryDirectory() as tmp:
+        service = _keeper_service(w3, vaults, Path(tmp) / "batched.sqlite", naive=False)
+        baseline = _keeper_service(w3, vaults, Path(tmp) / "naive.sqlite", naive=True)
+        service.start()
+        baseline.start()
+        first, _ = measure(provider, service.tick, 1)  # bootstraps the feeds' price history
+        measure(provider, baseline.tick, 1)
+        tick, report = measure(provider, service.tick, args.repeat)
+        tick_naive, report_naive = measure(provider, baseline.tick, args.repeat)
+        row = CycleRow(n, deploy_s, read, read_naive, batched == naive, first, tick, tick_naive,
+                       _n_actions(report) + _n_actions(report_naive))
+        if n <= args.hedge_max:
+            snap = chain.snapshot()
+            fleet.set_hedge_targets(vaults, args.hedge_shift)
+            row.hedge, acted = measure(provider, service.tick, 1)
+            row.hedge_mined = sum(o.status == "mined" for o in acted.outcomes)
+            kinds = Counter(a.kind.name.lower() for acts in acted.actions.values() for a in acts)
+            row.hedge_kinds = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
+            chain.revert(snap)
+        service.journal.close()
+        baseline.journal.close()
+    return row
+
+
+def _snapshot_gas(w3: Web3, vaults: Sequence[ChecksumAddress]) -> int:
+    """Gas of one full Multicall3 chunk of snapshot() calls, as an eth_call would use it.
+    allowFailure is off here: with it on, an inner call starved of gas does not fail the outer
+    one, and the node's estimate would stop at a gas amount where the snapshots fail."""
+    multicall = w3.eth.contract(address=MULTICALL3_ADDRESS, abi=MULTICALL3_ABI)
+    selector = Web3.keccak(text="snapshot()")[:4]
+    calls = [(v, False, selector) for v in vaults[:SNAPSHOTS_PER_CALL]]
+    return int(multicall.functions.aggregate3(calls).estimate_gas())
+
+
+def _ms(sample: Sample) -> str:
+    ms = sample.seconds * 1e3
+    return f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}"
+
+
+def _by_method(sample: Sample) -> str:
+    return ", ".join(f"{m} {c}" for m, c in sorted(sample.methods.items(), key=lambda x: -x[1]))
+
+
+def _print_cycle(rows: list[CycleRow], args: argparse.Namespace) -> None:
+    from keeper.report import table
+
+    print(f"\nread: every vault's snapshot() at one pinned block (best of {args.repeat})")
+    print(table(
+        ["vaults", "batched ms", "requests", "eth_call", "naive ms", "requests", "eth_call",
+         "time naive/batched", "requests naive/batched", "same snapshots"],
+        [[str(r.vaults), _ms(r.read), str(r.read.requests), str(r.read.eth_calls),
+          _ms(r.read_naive), str(r.read_naive.requests), str(r.read_naive.eth_calls),
+          times(r.read_naive.seconds, r.read.seconds),
+          times(r.read_naive.requests, r.read.requests), str(r.same)] for r in rows]))
+    print(f"\none keeper cycle, service.tick() after start(), no action needed "
+          f"(read + history + decide; best of {args.repeat})")
+    print(table(
+        ["vaults", "batched ms", "requests", "eth_call", "naive ms", "requests", "eth_call",
+         "time naive/batched", "requests naive/batched", "actions", "first tick ms", "requests"],
+        [[str(r.vaults), _ms(r.tick), str(r.tick.requests), str(r.tick.eth_calls),
+          _ms(r.tick_naive), str(r.tick_naive.requests), str(r.tick_naive.eth_calls),
+          times(r.tick_naive.seconds, r.tick.seconds),
+          times(r.tick_naive.requests, r.tick.requests), str(r.actions), _ms(r.first),
+          str(r.first.requests)] for r in rows]))
+    big = rows[-1]
+    print(f"  requests of one batched cycle at {big.vaults} vaults: {_by_method(big.tick)}")
+    print(f"  first tick (reads each feed's last {args.history} rounds once): "
+          f"{_by_method(big.first)}")
+    hedged = [r for r in rows if r.hedge is not None]
+    if hedged:
+        print(f"\none keeper cycle in which every vault must hedge (the strategist moved each "
+              f"hedge target by {args.hedge_shift:+.0%} of NAV; batched reader, transactions "
+              f"signed, journaled, sent and awaited)")
+        print(table(
+            ["vaults", "cycle ms", "requests", "eth_call", "mined", "decided", "ms per tx",
+             "requests per tx"],
+            [[str(r.vaults), _ms(r.hedge), str(r.hedge.requests), str(r.hedge.eth_calls),
+              str(r.hedge_mined), r.hedge_kinds or "none",
+              f"{r.hedge.seconds / max(r.hedge_mined, 1) * 1e3:.1f}",
+              f"{(r.hedge.requests - r.tick.requests) / max(r.hedge_mined, 1):.1f}"]
+             for r in hedged if r.hedge is not None]))
+        last = hedged[-1].hedge
+        assert last is not None
+        print(f"  requests of that cycle at {hedged[-1].vaults} vaults: {_by_method(last)}")
+
+
+def run_cycle(args: argparse.Namespace) -> int:
+    sizes: tuple[int, ...] = QUICK_SIZES if args.quick else args.sizes
+    if args.hedge_max is None:
+        args.hedge_max = QUICK_HEDGE_MAX if args.quick else HEDGE_MAX
+    started = time.perf_counter()
+    anvil = anvil_path()
+    version = (subprocess.run([str(anvil), "--version"], capture_output=True, text=True)
+               .stdout.strip().splitlines()[0] if anvil else "?")
+    print(f"cycle benchmark on anvil ({version}); fleet sizes {', '.join(map(str, sizes))}; "
+          f"{os.cpu_count()} cpu", flush=True)
+    with Anvil() as boot:
+        provider = CountingProvider(str(boot.provider.endpoint_uri))  # type: ignore[attr-defined]
+        w3 = Web3(provider)
+        roles = unlocked_roles(w3)
+        keeper = account_from_private_key(ANVIL_KEEPER_KEY).address
+        if keeper != roles["keeper"]:
+            print(f"anvil's account 2 is {roles['keeper']}, not the bench key's {keeper}",
+                  file=sys.stderr)
+            return 2
+        deployer = MarketDeployer(w3, Sender(w3), roles)
+        ensure_multicall3(w3, deployer.admin)
+        deployer.deploy_market()
+        dep = Deployment(int(w3.eth.chain_id), int(w3.eth.block_number),
+                         {k: c.address for k, c in deployer.c.items()}, accounts=dict(roles))
+        market = Market(w3, AnvilChain(w3), dep)
+        t0 = time.perf_counter()
+        market.warm_up(args.history, random.Random(args.seed))
+        print(f"market deployed, feeds warmed up with {args.history} hourly rounds in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        fleet = Fleet(deployer)
+        rows: list[CycleRow] = []
+        for n in sizes:
+            rows.append(_measure_size(w3, provider, fleet, market, n, args))
+            r = rows[-1]
+            print(f"  {n} vaults: fleet grown in {r.deploy_s:.0f} s; batched cycle "
+                  f"{_ms(r.tick)} ms", flush=True)
+        chunk_gas = _snapshot_gas(w3, fleet.vaults)
+        gas_cap = int(w3.eth.get_block("latest")["gasLimit"])
+    _print_cycle(rows, args)
+    chunk = min(SNAPSHOTS_PER_CALL, len(fleet.vaults))
+    print(f"\nMulticall3 chunk of {chunk} snapshot() calls: {chunk_gas:,} gas "
+          f"({chunk_gas // chunk:,} per snapshot) vs the eth_call gas cap {gas_cap:,} "
+          f"(= anvil's block gas limit): {'fits' if chunk_gas <= gas_cap else 'DOES NOT FIT'}")
+    req = next((r for r in rows if r.vaults == READ_REQUIREMENT_VAULTS), None)
+    if req is not None:
+        ok = req.read.eth_calls <= READ_CALLS_MAX and req.tick.eth_calls <= READ_CALLS_MAX
+        print(f"requirement: {READ_REQUIREMENT_VAULTS} vaults read in <= {READ_CALLS_MAX} "
+              f"eth_calls: read {req.read.eth_calls}, whole steady cycle {req.tick.eth_calls} "
+              f"-> {'met' if ok else 'NOT MET'}")
+    big = rows[-1]
+    print(f"summary: at {big.vaults} vaults one no-action cycle takes {_ms(big.tick)} ms and "
+          f"{big.tick.requests} requests batched vs {_ms(big.tick_naive)} ms and "
+          f"{big.tick_naive.requests} requests naive "
+          f"({times(big.tick_naive.seconds, big.tick.seconds)} time, "
+          f"{times(big.tick_naive.requests, big.tick.requests)} requests); "
+          f"whole run {time.perf_counter() - started:.0f} s")
+    return 0 if all(r.same and r.actions == 0 for r in rows) else 1
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _add_cycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("cycle", help="one keeper cycle on anvil: batched vs naive reads")
+    p.add_argument("--sizes", type=parse_sizes, default=CYCLE_SIZES,
+                   help="comma-separated fleet sizes (default 1,10,100,500)")
+    p.add_argument("--quick", action="store_true", help="sizes 1,10,100")
+    p.add_argument("--repeat", type=_positive, default=3, help="best of this many runs")
+    p.add_argument("--history", type=_positive, default=150,
+                   help="hourly feed rounds before the fleet: < 201 uses EWMA; from 201 the "
+                        "policy fits GARCH, whose fit can raise OverflowError and stop a tick")
+    p.add_argument("--hedge-max", type=int, default=None,
+                   help="measure the every-vault-hedges cycle up to this fleet size (0: never; "
+                        "default 100, with --quick 10: each hedge takes ~1 s, see the table)")
+    p.add_argument("--hedge-shift", type=float, default=0.40,
+                   help="hedge target move per vault, fraction of NAV")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=run_cycle)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_risk(sub)
+    _add_cycle(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
