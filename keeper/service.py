@@ -30,7 +30,7 @@ from keeper.risk.actions import Action
 from keeper.risk.types import Costs, MarketView, histories_from
 from keeper.tx.builder import build_call
 from keeper.tx.fees import fetch_fee_inputs
-from keeper.tx.sender import Outcome, TxSender
+from keeper.tx.sender import Outcome, Submitted, TxSender
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ class KeeperService:
         mandates = [to_mandate(snaps[v]) for v in order]
         decided = decide_batch(states, mandates, market, costs)
         busy = {i.vault for i in self.journal.unfinished_intents()}
+        queues: dict[ChecksumAddress, list[Action]] = {}
         for vault, actions in zip(order, decided, strict=True):
             report.actions[vault] = actions
             snap = snaps[vault]
@@ -225,27 +226,53 @@ class KeeperService:
                     _ratio(snap.health),
                     _ratio(snap.leverage),
                 )
-                continue
-            if vault in busy:
-                logger.warning(
-                    "vault %s: a transaction is still in flight; no new action this tick", vault
-                )
-                continue
-            for action in actions:
-                if self.clock.now() - started > self.tick_deadline_s:
-                    logger.warning(
-                        "tick deadline (%.1fs) reached; remaining actions wait for the next tick",
-                        self.tick_deadline_s,
-                    )
-                    return
-                outcome = self._act(tick_id, report.block, snap, action)
-                if outcome is None:
-                    continue
-                report.outcomes.append(outcome)
-                if outcome.status not in ("mined", "dry_run"):
-                    break  # the later actions were computed assuming this one happened
+            elif vault in busy:
+                logger.warning("vault %s: a transaction is still in flight; no new action", vault)
+            else:
+                queues[vault] = list(actions)
+        self._act_in_waves(tick_id, report, snaps, queues, started)
 
-    def _act(self, tick_id: int, block: int, snap: VaultSnapshot, action: Action) -> Outcome | None:
+    def _act_in_waves(
+        self,
+        tick_id: int,
+        report: TickReport,
+        snaps: dict[ChecksumAddress, VaultSnapshot],
+        queues: dict[ChecksumAddress, list[Action]],
+        started: float,
+    ) -> None:
+        """Each wave submits the next action of every vault (nonces in order), then awaits them
+        all: one block can carry every vault's deleverage. Within a vault the order is kept — a
+        hedge computed on the post-rebalance book goes out only once the rebalance has mined."""
+        while queues:
+            if self.clock.now() - started > self.tick_deadline_s:
+                left = sum(len(q) for q in queues.values())
+                logger.warning(
+                    "tick deadline (%.1fs) reached; %d actions wait for the next tick",
+                    self.tick_deadline_s,
+                    left,
+                )
+                return
+            in_flight: list[tuple[ChecksumAddress, Submitted]] = []
+            for vault in list(queues):
+                action = queues[vault].pop(0)
+                if not queues[vault]:
+                    del queues[vault]
+                submitted = self._act(tick_id, report.block, snaps[vault], action)
+                if isinstance(submitted, Submitted):
+                    in_flight.append((vault, submitted))
+                elif submitted is not None:
+                    report.outcomes.append(submitted)
+                    if submitted.status != "dry_run":
+                        queues.pop(vault, None)  # later actions assumed this one happened
+            for vault, sub in in_flight:
+                outcome = self.sender.confirm(sub)
+                report.outcomes.append(outcome)
+                if outcome.status != "mined":
+                    queues.pop(vault, None)
+
+    def _act(
+        self, tick_id: int, block: int, snap: VaultSnapshot, action: Action
+    ) -> Submitted | Outcome | None:
         decision_id = self.journal.record_decision(
             tick_id,
             snap.vault,
@@ -270,7 +297,7 @@ class KeeperService:
         plan = build_call(action, snap, self.symbols)
         if plan is None:
             return None
-        return self.sender.execute(plan, action.urgency, decision_id)
+        return self.sender.submit(plan, action.urgency, decision_id)
 
     # ------------------------------------------------------------------ inputs
     def _market_view(self, snaps: list[VaultSnapshot], now: int) -> MarketView:

@@ -87,6 +87,15 @@ class _Pending:
     urgency: Urgency
 
 
+@dataclass(slots=True)
+class Submitted:
+    """A broadcast transaction not yet confirmed; `TxSender.confirm` awaits it."""
+
+    pending: _Pending
+    fees: Fees
+    hashes: list[str]
+
+
 class TxSender:
     """Sends vault calls for one signer; owns nothing it is not given (the root wires it)."""
 
@@ -114,8 +123,16 @@ class TxSender:
 
     # ------------------------------------------------------------------ public
     def execute(self, plan: CallPlan, urgency: Urgency, decision_id: int | None = None) -> Outcome:
-        """Simulate, price, journal, send and confirm `plan`. Expected failures (revert, wait,
-        fee cap, timeout) come back as the Outcome, journaled; nothing is raised for them."""
+        """Submit `plan` and wait for it (see `submit` and `confirm`)."""
+        submitted = self.submit(plan, urgency, decision_id)
+        return submitted if isinstance(submitted, Outcome) else self.confirm(submitted)
+
+    def submit(
+        self, plan: CallPlan, urgency: Urgency, decision_id: int | None = None
+    ) -> Submitted | Outcome:
+        """Simulate, price, journal, sign and broadcast `plan`, without waiting: the caller
+        confirms every Submitted (several may be in flight, nonces in order). Expected failures
+        (revert, wait, fee cap, refusal) come back as an Outcome, journaled; nothing is raised."""
         vault = self.w3.eth.contract(address=plan.vault, abi=self._vault_abi)
         data = HexBytes(vault.encode_abi(plan.function, list(plan.args)))
         call: TxParams = {"from": self.address, "to": plan.vault, "data": data}
@@ -202,7 +219,11 @@ class TxSender:
             self.nonces.release(nonce)
             self.journal.finish_intent(intent_id, "failed", {"error": str(exc)})
             return Outcome("failed", plan.vault, plan.function, error=str(exc))
-        return self._confirm(pending, fees, [tx_hash])
+        return Submitted(pending, fees, [tx_hash])
+
+    def confirm(self, submitted: Submitted) -> Outcome:
+        """Wait for a submitted transaction; replace it with bumped fees when stuck."""
+        return self._confirm(submitted.pending, submitted.fees, submitted.hashes)
 
     def reconcile(self) -> list[Outcome]:
         """Before sending anything new after a (re)start: settle every journaled intent that was
