@@ -103,7 +103,7 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
         uint256 newIndex = _currentIndex();
         if (newIndex != borrowIndex) emit InterestAccrued(borrowIndex, newIndex, block.timestamp);
         borrowIndex = newIndex;
-        lastAccrual = block.timestamp;
+        if (block.timestamp > lastAccrual) lastAccrual = block.timestamp;
     }
 
     // ---------------------------------------------------------------- user actions
@@ -145,7 +145,10 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
         scaledDebt[msg.sender] += added;
         totalScaledDebt += added;
         uint256 debtAfter = _debt(msg.sender, borrowIndex);
-        (uint256 capacity,) = _valuation(msg.sender, true);
+        // Capacity is valued in USD WAD, debt in debt-asset units: compare in debt-asset units,
+        // capacity floored (the pool's favour).
+        (uint256 capacityUsd,) = _valuation(msg.sender, true);
+        uint256 capacity = capacityUsd.mulDiv(10 ** debtDecimals, WAD);
         if (debtAfter > capacity) revert LendingPoolBorrowCapacityExceeded(capacity, debtAfter);
         debtAsset.safeTransfer(msg.sender, amount);
         emit Borrowed(msg.sender, amount, debtBefore, debtAfter);
@@ -290,7 +293,9 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
     }
 
     function _currentIndex() private view returns (uint256) {
-        uint256 elapsed = block.timestamp - lastAccrual;
+        // A call may run at a timestamp before the last accrual (eth_call environments, nodes
+        // whose clock trails a burst of blocks): no time has passed then, never an underflow.
+        uint256 elapsed = block.timestamp > lastAccrual ? block.timestamp - lastAccrual : 0;
         if (elapsed == 0 || borrowRatePerSecond == 0) return borrowIndex;
         return borrowIndex.mulDiv(WAD + borrowRatePerSecond * elapsed, WAD, Math.Rounding.Ceil);
     }

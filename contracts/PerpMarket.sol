@@ -246,12 +246,13 @@ contract PerpMarket is IPerpMarket, Ownable, ReentrancyGuard {
     }
 
     function _cumulativeNow(Market storage m, uint256 price) private view returns (int256) {
-        uint256 elapsed = block.timestamp - m.lastFundingTime;
+        // See LendingPool._currentIndex: a timestamp before the last accrual means no time passed.
+        uint256 elapsed = block.timestamp > m.lastFundingTime ? block.timestamp - m.lastFundingTime : 0;
         return m.cumulativeFunding + m.fundingRatePerSecond * int256(elapsed) * int256(price) / int256(WAD);
     }
 
     function _accrue(address underlying, Market storage m) private {
-        if (block.timestamp == m.lastFundingTime) return;
+        if (block.timestamp <= m.lastFundingTime) return;
         (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(m.feed), m.feedDecimals);
         int256 next = _cumulativeNow(m, price);
         if (next != m.cumulativeFunding) emit FundingAccrued(underlying, m.cumulativeFunding, next);

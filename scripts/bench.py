@@ -590,9 +590,9 @@ def _add_cycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="comma-separated fleet sizes (default 1,10,100,500)")
     p.add_argument("--quick", action="store_true", help="sizes 1,10,100")
     p.add_argument("--repeat", type=_positive, default=3, help="best of this many runs")
-    p.add_argument("--history", type=_positive, default=150,
-                   help="hourly feed rounds before the fleet: < 201 uses EWMA; from 201 the "
-                        "policy fits GARCH, whose fit can raise OverflowError and stop a tick")
+    p.add_argument("--history", type=_positive, default=250,
+                   help="hourly feed rounds before the fleet: < 201 makes the policy use EWMA, "
+                        "from 201 it fits GARCH (included in the cycle time)")
     p.add_argument("--hedge-max", type=int, default=None,
                    help="measure the every-vault-hedges cycle up to this fleet size (0: never; "
                         "default 100, with --quick 10: each hedge takes ~1 s, see the table)")

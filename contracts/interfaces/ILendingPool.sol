@@ -8,6 +8,7 @@ interface ILendingPool {
     error LendingPoolInvalidConfig(uint256 ltv, uint256 liquidationThreshold, uint256 liquidationBonus);
     error LendingPoolZeroAmount();
     error LendingPoolInsufficientCollateral(address asset, uint256 available, uint256 requested);
+    /// @dev Both in debt-asset (USDC) units: Σ collateral × LTV (floored) and the debt with the new borrow.
     error LendingPoolBorrowCapacityExceeded(uint256 capacity, uint256 debtAfter);
     error LendingPoolHealthTooLow(uint256 healthAfter);
     error LendingPoolInsufficientLiquidity(uint256 available, uint256 requested);

@@ -211,3 +211,21 @@ def test_reverting_simulation_sends_nothing(
     assert len([line for line in lines if balanced in line]) == 1
     (intent,) = service.journal.recent_intents(vault=balanced)
     assert intent.status == "failed" and intent.transactions == ()
+
+
+def test_views_never_panic_when_a_call_runs_before_the_last_accrual(anvil_env: Env) -> None:
+    # Found by the cycle benchmark: after a burst of blocks, anvil ran eth_call at a timestamp
+    # before the pool's and perp market's last accrual; `block.timestamp - last` underflowed and
+    # snapshot() itself reverted with Panic(0x11). Such a call must see "no time passed".
+    env = anvil_env
+    vault = env.w3.eth.contract(address=env.dep.vaults[0], abi=load_artifact("RiskVault").abi)
+    earlier = int(env.w3.eth.get_block("latest")["timestamp"]) - 30
+    data = vault.encode_abi("snapshot", [])
+    at_earlier = env.rpc(
+        "eth_call", {"to": vault.address, "data": data}, "latest", {}, {"time": hex(earlier)}
+    )
+    assert "error" not in at_earlier  # type: ignore[operator]
+    now = env.rpc("eth_call", {"to": vault.address, "data": data}, "latest")
+    raw_then = bytes.fromhex(at_earlier["result"][2:])  # type: ignore[index]
+    raw_now = bytes.fromhex(now["result"][2:])  # type: ignore[index]
+    assert len(raw_then) == len(raw_now)
