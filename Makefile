@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: all install test test-unit test-integration demo compile check-abis gas bench lint clean
+.PHONY: all install test test-unit test-integration demo compile gas bench bench-cycle lint clean
 
 all: test
 
@@ -34,7 +34,7 @@ test-unit: $(VENV)/.stamp
 	$(PY) -m pytest -q tests/unit
 
 test-integration: install
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q tests/integration tests/keeper tests/cli
 
 demo: $(VENV)/.stamp
 	$(PY) -m keeper demo
@@ -44,6 +44,11 @@ gas: $(VENV)/.stamp
 
 bench: $(VENV)/.stamp
 	$(PY) scripts/bench.py risk
+
+# One keeper cycle on anvil for 1, 10, 100 and 500 vaults, batched vs naive reads (~15 min;
+# `$(PY) scripts/bench.py cycle --quick` for 1, 10, 100 in ~2 min).
+bench-cycle: install
+	$(PY) scripts/bench.py cycle
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check keeper tests scripts

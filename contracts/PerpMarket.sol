@@ -69,7 +69,9 @@ contract PerpMarket is IPerpMarket, Ownable, ReentrancyGuard {
     }
 
     // ---------------------------------------------------------------- owner
-    /// @notice List a perpetual on `underlying` priced by `feed`.
+    /// @notice List a perpetual on `underlying` priced by `feed`, or update a listed one's feed,
+    ///         margins and funding rate. Funding accrued so far is kept (accrued at the old rate
+    ///         first): relisting must not re-price open positions.
     function listMarket(address underlying, address feed, uint64 maintenance, uint64 initial, int256 fundingRatePerSecond)
         external
         onlyOwner
@@ -77,10 +79,20 @@ contract PerpMarket is IPerpMarket, Ownable, ReentrancyGuard {
         if (maintenance == 0 || initial <= maintenance || initial >= WAD) {
             revert PerpMarketInvalidConfig(maintenance, initial);
         }
-        if (!markets[underlying].listed) underlyings.push(underlying);
-        markets[underlying] = Market(
-            feed, AggregatorV3Interface(feed).decimals(), maintenance, initial, fundingRatePerSecond, 0, block.timestamp, true
-        );
+        Market storage m = markets[underlying];
+        if (m.listed) {
+            _accrue(underlying, m);
+            emit FundingRateUpdated(underlying, m.fundingRatePerSecond, fundingRatePerSecond);
+        } else {
+            underlyings.push(underlying);
+            m.lastFundingTime = block.timestamp;
+            m.listed = true;
+        }
+        m.feed = feed;
+        m.feedDecimals = AggregatorV3Interface(feed).decimals();
+        m.maintenanceMargin = maintenance;
+        m.initialMargin = initial;
+        m.fundingRatePerSecond = fundingRatePerSecond;
         emit MarketListed(underlying, feed, maintenance, initial);
     }
 

@@ -29,7 +29,7 @@ from keeper.chain.abi import load_artifact
 from keeper.chain.errors import describe_revert
 from keeper.clock import Clock
 from keeper.errors import NotRetryable, TransactionTimeout
-from keeper.journal import Journal
+from keeper.journal import IntentStatus, Journal
 from keeper.risk.actions import Urgency
 from keeper.tx.builder import CallPlan
 from keeper.tx.fees import (
@@ -147,14 +147,7 @@ class TxSender:
                 plan.function,
                 reason,
             )
-            self.journal.record_intent(
-                plan.vault,
-                plan.function,
-                plan.vault,
-                bytes(data),
-                decision_id=decision_id,
-                status="failed",
-            )
+            self._record_intent(plan, data, decision_id, "failed")
             return Outcome("simulation_reverted", plan.vault, plan.function, error=reason)
         gas_limit = int(gas * self.policy.gas_limit_margin)
         inputs = fetch_fee_inputs(self.w3)
@@ -189,21 +182,12 @@ class TxSender:
             inputs.block,
         )
         if dry or self.nonces is None:
-            self.journal.record_intent(
-                plan.vault,
-                plan.function,
-                plan.vault,
-                bytes(data),
-                decision_id=decision_id,
-                status="dry_run",
-            )
+            self._record_intent(plan, data, decision_id, "dry_run")
             return Outcome(
                 "dry_run", plan.vault, plan.function, fees=fees, details={"gas_limit": gas_limit}
             )
 
-        intent_id = self.journal.record_intent(
-            plan.vault, plan.function, plan.vault, bytes(data), decision_id=decision_id
-        )
+        intent_id = self._record_intent(plan, data, decision_id, "pending")
         nonce = self.nonces.allocate()
         self.journal.attach_nonce(intent_id, nonce)
         pending = _Pending(
@@ -274,6 +258,18 @@ class TxSender:
         return outcomes
 
     # ------------------------------------------------------------------ internals
+    def _record_intent(
+        self, plan: CallPlan, data: HexBytes, decision_id: int | None, status: IntentStatus
+    ) -> int:
+        return self.journal.record_intent(
+            plan.vault,
+            plan.function,
+            plan.vault,
+            bytes(data),
+            decision_id=decision_id,
+            status=status,
+        )
+
     def _unsigned(self, to: str, data: HexBytes, gas_limit: int, nonce: int) -> dict[str, Any]:
         return {
             "from": self.address,
