@@ -147,7 +147,7 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
         uint256 debtAfter = _debt(msg.sender, borrowIndex);
         // Capacity is valued in USD WAD, debt in debt-asset units: compare in debt-asset units,
         // capacity floored (the pool's favour).
-        (uint256 capacityUsd,) = _valuation(msg.sender, true);
+        (, uint256 capacityUsd,) = _valuation(msg.sender, true);
         uint256 capacity = capacityUsd.mulDiv(10 ** debtDecimals, WAD);
         if (debtAfter > capacity) revert LendingPoolBorrowCapacityExceeded(capacity, debtAfter);
         debtAsset.safeTransfer(msg.sender, amount);
@@ -261,17 +261,7 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
         view
         returns (uint256 collateralUsd, uint256 liquidationCapacityUsd, uint256 debt)
     {
-        uint256 n = collateralAssets.length;
-        for (uint256 i = 0; i < n; i++) {
-            address asset = collateralAssets[i];
-            uint256 amount = _collateral[account][asset];
-            if (amount == 0) continue;
-            CollateralConfig memory cfg = collateralConfig[asset];
-            (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(cfg.feed), cfg.feedDecimals);
-            uint256 value = amount.mulDiv(price, 10 ** cfg.tokenDecimals);
-            collateralUsd += value;
-            liquidationCapacityUsd += value.mulDiv(cfg.liquidationThreshold, WAD);
-        }
+        (collateralUsd,, liquidationCapacityUsd) = _valuation(account, false);
         debt = _debt(account, _currentIndex());
     }
 
@@ -283,7 +273,7 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
 
     /// @notice Borrow capacity (Σ value × LTV) and liquidation capacity (Σ value × threshold), USD WAD.
     function accountCapacity(address account) external view returns (uint256 borrowCapacity, uint256 liquidationCapacity) {
-        return _valuation(account, false);
+        (, borrowCapacity, liquidationCapacity) = _valuation(account, false);
     }
 
     // ---------------------------------------------------------------- internal
@@ -314,7 +304,13 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
         totalScaledDebt -= removed;
     }
 
-    function _valuation(address account, bool strict) private view returns (uint256 borrowCap, uint256 liqCap) {
+    /// @dev Σ collateral value, Σ value × LTV and Σ value × threshold (USD WAD, floored), at
+    ///      strict (state changes) or latest (views) prices: the one loop over collateral.
+    function _valuation(address account, bool strict)
+        private
+        view
+        returns (uint256 value, uint256 borrowCap, uint256 liqCap)
+    {
         uint256 n = collateralAssets.length;
         for (uint256 i = 0; i < n; i++) {
             address asset = collateralAssets[i];
@@ -327,16 +323,17 @@ contract LendingPool is ILendingPool, Ownable, ReentrancyGuard {
             } else {
                 (price,) = Oracle.latestWad(AggregatorV3Interface(cfg.feed), cfg.feedDecimals);
             }
-            uint256 value = amount.mulDiv(price, 10 ** cfg.tokenDecimals);
-            borrowCap += value.mulDiv(cfg.ltv, WAD);
-            liqCap += value.mulDiv(cfg.liquidationThreshold, WAD);
+            uint256 assetValue = amount.mulDiv(price, 10 ** cfg.tokenDecimals);
+            value += assetValue;
+            borrowCap += assetValue.mulDiv(cfg.ltv, WAD);
+            liqCap += assetValue.mulDiv(cfg.liquidationThreshold, WAD);
         }
     }
 
     function _health(address account, bool strict) private view returns (uint256) {
         uint256 debt = _debt(account, strict ? borrowIndex : _currentIndex());
         if (debt == 0) return type(uint256).max;
-        (, uint256 liqCap) = _valuation(account, strict);
+        (,, uint256 liqCap) = _valuation(account, strict);
         return liqCap.mulDiv(WAD, Oracle.toWad(debt, debtDecimals));
     }
 }
