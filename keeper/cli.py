@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from keeper import __version__
 from keeper.errors import KeeperError
@@ -118,7 +119,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from keeper.app import build_service, verify_vaults
     from keeper.status import status_text
 
-    settings = _settings(args)
+    # Read-only: nothing is sent, so nothing is journaled and no journal file is created.
+    settings = _settings(args).model_copy(update={"journal": Path(":memory:")})
     service = build_service(settings, None)
     try:
         verify_vaults(settings, service.reader)

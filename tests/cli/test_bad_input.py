@@ -408,3 +408,7 @@ def test_status_valid_config(node: Node, workdir: Path) -> None:
         assert vault in run.stdout
     assert run.stdout.count("vs minimum") == len(node.vaults)
     assert_no_secret(run, SECRETS)
+    # Read-only: no journal file appears, wherever KEEPER_JOURNAL points.
+    journal = node_settings(node).get("KEEPER_JOURNAL")
+    assert journal is None or not Path(journal).exists()
+    assert not list(workdir.glob("*.sqlite*"))
