@@ -12,21 +12,8 @@ from keeper.config import Settings, env_name, resolve_vaults
 from keeper.errors import ConfigError
 from keeper.journal import Journal
 from keeper.service import KeeperService
-from keeper.tx.fees import FeePolicy
 from keeper.tx.nonce import NonceManager
 from keeper.tx.sender import SendPolicy, TxSender
-
-
-def fee_policy(settings: Settings) -> FeePolicy:
-    gas = settings.gas
-    return FeePolicy(
-        max_fee_cap=dict(gas.max_fee_wei),
-        acceptable_base_fee=gas.acceptable_base_fee_wei,
-        priority_fee_min=gas.priority_fee_min_wei,
-        priority_fee_max=gas.priority_fee_max_wei,
-        bump_percent=settings.fee_bump_percent,
-        max_replacements=settings.max_replacements,
-    )
 
 
 def _chain_id_source(settings: Settings) -> str:
@@ -82,7 +69,7 @@ def build_service(
         sim_from or Web3.to_checksum_address("0x" + "00" * 20),
         nonces,
         journal,
-        fee_policy(settings),
+        settings.gas,
         SendPolicy(
             gas_limit_margin=settings.gas_limit_margin,
             tx_timeout_s=settings.tx_timeout,

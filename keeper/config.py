@@ -6,8 +6,8 @@ reads ``KEEPER_*`` variables (the process environment wins over the `.env` file)
 rule once and raises :class:`~keeper.errors.ConfigError` with one line naming the setting.
 
 Gas amounts are configured in gwei (floats, as operators think of them) and converted once, by
-:func:`gwei_to_wei` (floor, decimal-exact), into the integer :class:`GasPolicy` that the
-transaction layer uses; it never sees a float fee.
+:func:`gwei_to_wei` (floor, decimal-exact), into the integer
+:class:`~keeper.tx.fees.FeePolicy` that the transaction layer uses; it never sees a float fee.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
-from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
@@ -50,6 +48,7 @@ from web3.types import Wei
 from keeper.chain.connect import mask_rpc_url
 from keeper.errors import ConfigError
 from keeper.risk.actions import Urgency
+from keeper.tx.fees import FeePolicy
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +101,6 @@ def gwei_to_wei(gwei: float) -> Wei:
         raise ValueError(f"not a non-negative finite amount of gwei: {gwei!r}")
     wei = (Decimal(repr(gwei)) * WEI_PER_GWEI).to_integral_value(rounding=ROUND_FLOOR)
     return Wei(int(wei))
-
-
-def _ratio_to_bps(value: float) -> int:
-    """`value` (1.25) in basis points (12_500), rounded up: margins and bumps never shrink."""
-    return int((Decimal(repr(value)) * BPS).to_integral_value(rounding=ROUND_CEILING))
 
 
 def parse_address(text: str) -> ChecksumAddress:
@@ -175,29 +169,6 @@ def load_deployment(path: str | Path) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"{where}: {section}: {exc}") from None
     return data
-
-
-@dataclass(frozen=True, slots=True)
-class GasPolicy:
-    """The gas settings in integers, as the transaction layer uses them."""
-
-    #: Fee cap (maxFeePerGas ceiling) per urgency name: 'LOW', 'NORMAL', 'HIGH', 'CRITICAL'.
-    max_fee_wei: Mapping[str, Wei]
-    #: LOW and NORMAL actions wait while the base fee is above this.
-    acceptable_base_fee_wei: Wei
-    priority_fee_min_wei: Wei
-    priority_fee_max_wei: Wei
-    #: Gas limit = estimate × margin_bps / 10_000 (1.25 → 12_500), rounded up.
-    gas_limit_margin_bps: int
-    #: Each replacement raises both fees by at least this many bps of the previous (≥ 1_250).
-    fee_bump_bps: int
-    tx_timeout_s: float
-    max_replacements: int
-
-    def max_fee_for(self, urgency: Urgency | str) -> Wei:
-        """The fee cap for `urgency` (an Urgency or its name)."""
-        name = urgency.name if isinstance(urgency, Urgency) else urgency
-        return self.max_fee_wei[name]
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -317,7 +288,7 @@ class Settings(BaseSettings):
 
     _deployment_data: dict[str, Any] | None = PrivateAttr(default=None)
     _chain_id_from_deployment: bool = PrivateAttr(default=False)
-    _gas: GasPolicy | None = PrivateAttr(default=None)
+    _gas: FeePolicy | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -458,29 +429,27 @@ class Settings(BaseSettings):
                 f"{env_name('priority_fee_min_gwei')} ({self.priority_fee_min_gwei:g}) must be "
                 f"<= {env_name('priority_fee_max_gwei')} ({self.priority_fee_max_gwei:g})"
             )
-        self._gas = GasPolicy(
-            max_fee_wei=MappingProxyType(caps),
-            acceptable_base_fee_wei=base_fee,
-            priority_fee_min_wei=tip_min,
-            priority_fee_max_wei=tip_max,
-            gas_limit_margin_bps=_ratio_to_bps(self.gas_limit_margin),
-            fee_bump_bps=_ratio_to_bps(self.fee_bump_percent / 100),
-            tx_timeout_s=self.tx_timeout,
+        self._gas = FeePolicy(
+            max_fee_cap=caps,
+            acceptable_base_fee=base_fee,
+            priority_fee_min=tip_min,
+            priority_fee_max=tip_max,
+            bump_percent=self.fee_bump_percent,
             max_replacements=self.max_replacements,
         )
 
     # --- derived values ----------------------------------------------------------------------
 
     @property
-    def gas(self) -> GasPolicy:
-        """The gas policy in integer wei / bps, computed once at validation."""
+    def gas(self) -> FeePolicy:
+        """The fee policy the transaction layer uses, integer wei, built once at validation."""
         if self._gas is None:  # only when built around the validators (model_construct)
             raise ConfigError("settings were not validated; use load_settings()")
         return self._gas
 
     def fee_caps_wei(self) -> Mapping[str, Wei]:
         """Fee cap per urgency name ('LOW', 'NORMAL', 'HIGH', 'CRITICAL') in wei."""
-        return self.gas.max_fee_wei
+        return self.gas.max_fee_cap  # type: ignore[return-value]
 
     @property
     def deployment_data(self) -> Mapping[str, Any] | None:

@@ -104,21 +104,22 @@ def test_defaults() -> None:
 
 
 def test_default_gas_policy_in_integer_wei() -> None:
-    gas = load().gas
-    assert dict(gas.max_fee_wei) == {
+    s = load()
+    gas = s.gas
+    assert dict(gas.max_fee_cap) == {
         "LOW": 30_000_000_000,
         "NORMAL": 60_000_000_000,
         "HIGH": 150_000_000_000,
         "CRITICAL": 500_000_000_000,
     }
-    assert gas.acceptable_base_fee_wei == 25_000_000_000
-    assert gas.priority_fee_min_wei == 10_000_000
-    assert gas.priority_fee_max_wei == 5_000_000_000
-    assert gas.gas_limit_margin_bps == 12_500
-    assert gas.fee_bump_bps == 1_250
-    assert gas.tx_timeout_s == 60.0 and gas.max_replacements == 5
-    for value in (*gas.max_fee_wei.values(), gas.acceptable_base_fee_wei,
-                  gas.priority_fee_min_wei, gas.priority_fee_max_wei):
+    assert gas.acceptable_base_fee == 25_000_000_000
+    assert gas.priority_fee_min == 10_000_000
+    assert gas.priority_fee_max == 5_000_000_000
+    assert s.gas_limit_margin == 1.25
+    assert gas.bump_percent == 12.5
+    assert s.tx_timeout == 60.0 and gas.max_replacements == 5
+    for value in (*gas.max_fee_cap.values(), gas.acceptable_base_fee,
+                  gas.priority_fee_min, gas.priority_fee_max):
         assert type(value) is int
 
 
@@ -126,8 +127,8 @@ def test_fee_caps_cover_every_urgency_by_name() -> None:
     s = load(max_fee_gwei_high="151.5")
     caps = s.fee_caps_wei()
     assert set(caps) == {u.name for u in Urgency}
-    assert s.gas.max_fee_for(Urgency.HIGH) == 151_500_000_000
-    assert s.gas.max_fee_for("CRITICAL") == 500_000_000_000
+    assert s.gas.cap_for(Urgency.HIGH) == 151_500_000_000
+    assert s.gas.cap_for(Urgency.CRITICAL) == 500_000_000_000
     with pytest.raises(TypeError):
         caps["LOW"] = 1  # type: ignore[index]
 
@@ -176,8 +177,8 @@ def test_gwei_to_wei_rejects_negative_and_non_finite() -> None:
 
 def test_settings_convert_configured_gwei_exactly() -> None:
     gas = load(priority_fee_min_gwei="0.57", max_fee_gwei_low="12.5").gas
-    assert gas.priority_fee_min_wei == 570_000_000
-    assert gas.max_fee_wei["LOW"] == 12_500_000_000
+    assert gas.priority_fee_min == 570_000_000
+    assert gas.max_fee_cap["LOW"] == 12_500_000_000
 
 
 # --- one rule, one message naming the setting --------------------------------------------------
@@ -229,7 +230,7 @@ def test_several_errors_on_one_line() -> None:
 def test_boundaries_that_are_allowed() -> None:
     s = load(gas_limit_margin="1", fee_bump_percent="12.5", max_replacements="0",
              tick_deadline="12", poll_interval="12")
-    assert s.gas.gas_limit_margin_bps == 10_000 and s.gas.fee_bump_bps == 1_250
+    assert s.gas_limit_margin == 1.0 and s.gas.bump_percent == 12.5
     assert s.max_replacements == 0 and s.tick_deadline == 12.0
 
 
@@ -278,7 +279,7 @@ def test_acceptable_base_fee_above_normal_cap() -> None:
     assert error(acceptable_base_fee_gwei="61") == (
         "KEEPER_ACCEPTABLE_BASE_FEE_GWEI (61) must be <= KEEPER_MAX_FEE_GWEI_NORMAL (60)"
     )
-    assert load(acceptable_base_fee_gwei="60").gas.acceptable_base_fee_wei == 60_000_000_000
+    assert load(acceptable_base_fee_gwei="60").gas.acceptable_base_fee == 60_000_000_000
 
 
 def test_priority_fee_bounds_inverted() -> None:
@@ -493,7 +494,7 @@ def test_dotenv_file(tmp_path: Path) -> None:
     s = load_settings({}, env_file=dotenv)
     assert s.vaults == (ADDR_A, ADDR_B)
     assert s.poll_interval == 30.0 and s.tick_deadline == pytest.approx(24.0)
-    assert s.gas.max_fee_for(Urgency.CRITICAL) == 800_000_000_000
+    assert s.gas.cap_for(Urgency.CRITICAL) == 800_000_000_000
     assert s.log_json is True
 
 
@@ -611,8 +612,9 @@ def test_errors_never_hold_secrets() -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_ratios_round_up_to_whole_bps() -> None:
-    # Rounding a gas margin or a fee bump down could undershoot (a bump below 12.5 % is refused).
-    gas = load(gas_limit_margin="1.00005", fee_bump_percent="12.50001").gas
-    assert gas.gas_limit_margin_bps == 10_001
-    assert gas.fee_bump_bps == 1_251
+def test_ratios_reach_the_fee_policy_exactly() -> None:
+    # A gas margin or a fee bump rounded down could undershoot (a bump below 12.5 % is refused):
+    # the exact values reach the policy; each bump is rounded up in wei (tests/unit/test_fees.py).
+    s = load(gas_limit_margin="1.00005", fee_bump_percent="12.50001")
+    assert s.gas_limit_margin == 1.00005
+    assert s.gas.bump_percent == 12.50001
