@@ -107,7 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         account = load_signer(settings)
         service = build_service(settings, account)
         verify_vaults(settings, service.reader)
-        service.start()
+        service.start(verify_vaults=False)
     if args.once:
         report = service.tick()
         service.journal.close()

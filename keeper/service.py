@@ -84,13 +84,15 @@ class KeeperService:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ start
-    def start(self) -> list[Outcome]:
+    def start(self, verify_vaults: bool = True) -> list[Outcome]:
         """Check chain id and vaults, learn token symbols and feed decimals, and reconcile the
-        journal's unfinished transactions — all before any new action."""
+        journal's unfinished transactions — all before any new action. `verify_vaults=False`
+        when the caller has already checked them (the CLI does, to name the setting at fault)."""
         chain_id = int(self.w3.eth.chain_id)
         if self.expected_chain_id is not None and chain_id != self.expected_chain_id:
             raise KeeperError(f"connected to chain {chain_id}, expected {self.expected_chain_id}")
-        self.reader.verify_vaults(self.vaults)
+        if verify_vaults:
+            self.reader.verify_vaults(self.vaults)
         block = int(self.w3.eth.block_number)
         snaps = self.reader.read(self.vaults, block)
         self._learn_metadata(list(snaps.values()), block)
