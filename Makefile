@@ -7,14 +7,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: all install test test-unit test-integration demo compile gas bench bench-cycle lint clean
+.PHONY: all install test test-unit test-integration demo compile gas bench bench-cycle bench-sim simulate lint clean
 
 all: test
 
 $(VENV)/.stamp: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,sim]'
 	touch $@
 
 node_modules/.stamp: package.json package-lock.json
@@ -49,6 +49,15 @@ bench: $(VENV)/.stamp
 # `$(PY) scripts/bench.py cycle --quick` for 1, 10, 100 in ~2 min).
 bench-cycle: install
 	$(PY) scripts/bench.py cycle
+
+# A representative report: the gap and rally scenarios, both orders, every policy (~5 min on anvil).
+simulate: install
+	$(PY) -m keeper simulate --scenario gap35,gap50,flash,rally,black-thursday --paths 1 --seed 0 \
+	    --workers 2 --out report
+
+# Keeper-in-the-loop steps/s on anvil and the in-process chain, next to the raw chain rate.
+bench-sim: install
+	$(PY) scripts/bench.py sim
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check keeper tests scripts

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from keeper import __version__
 from keeper.errors import KeeperError
@@ -138,6 +139,67 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(steps=args.steps)
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from keeper.logs import configure_logging
+    from keeper.sim.simulate import SimRequest, list_scenarios, simulate, split_names
+
+    if args.list_scenarios:
+        print(list_scenarios())
+        return 0
+    configure_logging("INFO" if args.verbose else "ERROR", args.json)
+    request = SimRequest(
+        scenarios=split_names(args.scenario),
+        paths=args.paths,
+        seed=args.seed,
+        policies=split_names(args.policies),
+        orders=split_names(args.order),
+        workers=args.workers,
+        out=Path(args.out),
+        chain=args.chain,
+        rpc_url=args.rpc_url,
+        ray=args.ray,
+        time_scale=args.time_scale,
+        tail_hours=args.tail_hours,
+        report=not args.no_report,
+    )
+    result = simulate(request)
+    done = f"{result.steps:,} steps in {result.seconds:,.1f}s"
+    print(f"wrote {Path(args.out) / 'metrics.json'} and report.md ({done})")
+    return 130 if result.interrupted else 0
+
+
+def _add_simulate(sub: Any) -> None:
+    sim = sub.add_parser(
+        "simulate",
+        help="replay price scenarios through the real contracts with the keeper in the loop",
+    )
+    sim.add_argument("--scenario", default="gap45,rally",
+                     help="comma-separated scenario names (see --list-scenarios)")
+    sim.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    sim.add_argument("--paths", type=int, default=1, help="paths per scenario (Monte Carlo)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of path 0; path i uses (seed, i)")
+    sim.add_argument("--policies", default="hold,threshold,keeper",
+                     help="comma-separated: hold, threshold, keeper")
+    sim.add_argument("--order", default="keeper-first,liquidator-first",
+                     help="who moves first after each oracle update: keeper-first, "
+                          "liquidator-first, or both (comma-separated)")
+    sim.add_argument("--workers", type=int, default=1,
+                     help="worker processes, one chain each (with --ray: local CPUs)")
+    sim.add_argument("--ray", default=None, metavar="ADDRESS",
+                     help="run one task per path on this Ray cluster ('local' starts one)")
+    sim.add_argument("--rpc-url", default=None,
+                     help="an external dev node (anvil) instead of starting one")
+    sim.add_argument("--chain", default="auto", choices=("auto", "anvil", "tester"),
+                     help="auto: anvil from node_modules when present, else in-process")
+    sim.add_argument("--time-scale", type=float, default=1.0,
+                     help="multiply every phase's duration (short runs); moves keep their size")
+    sim.add_argument("--tail-hours", type=int, default=None,
+                     help="length of the final flat tail (default: the scenario's, >= 48 h)")
+    sim.add_argument("--no-report", action="store_true", help="write metrics.json only")
+    sim.add_argument("--out", default="sim-out", help="output directory")
+    sim.set_defaults(func=_cmd_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keeper", description="Keeps derivative vaults inside their risk mandate."
@@ -167,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=0, help="stop after this many market steps (0 = all)"
     )
     demo.set_defaults(func=_cmd_demo)
+    _add_simulate(sub)
     return parser
 
 

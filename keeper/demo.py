@@ -8,43 +8,29 @@ spike, running one keeper tick after each step and printing what it saw and did.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from web3 import Web3
-
-from keeper.app import build_service
-from keeper.chain.abi import load_artifact
 from keeper.chain.convert import to_vault_state
-from keeper.chain.deploy import (
-    OPTION_TENOR_S,
-    SECONDS_PER_YEAR,
-    SERIES,
-    UNDERLYINGS,
-    Deployment,
-    deploy_everything,
-    feed_answer,
-    option_mark,
-    series_name,
-)
-from keeper.chain.local import LocalChain, local_chain
 from keeper.chain.snapshot import VaultSnapshot
-from keeper.chain.tester import in_process_web3
-from keeper.clock import Clock
-from keeper.config import load_settings
+from keeper.devnet.deploy import (
+    deploy_everything,
+)
+from keeper.devnet.local import local_chain
+from keeper.devnet.market import Market
+from keeper.devnet.service import build_local_service
+from keeper.devnet.tester import in_process_web3
 from keeper.report import ratio, table
 from keeper.risk.health import net_delta
 from keeper.service import RISK_FREE_RATE, KeeperService, TickReport
-from keeper.signer import account_from_private_key
 
 logger = logging.getLogger(__name__)
 
 #: Hourly warm-up rounds pushed before the script: enough returns for EWMA (GARCH needs more).
 WARMUP_ROUNDS = 48
-WARMUP_HOURLY_VOL = {"ETH": 0.60 / math.sqrt(24 * 365), "BTC": 0.50 / math.sqrt(24 * 365)}
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,88 +55,6 @@ SCRIPT: tuple[Step, ...] = (
     Step("recovery", 8, 1.05, 1.04, 0.90, 0.75),
     Step("recovery", 8, 1.03, 1.02, 0.75, 0.60),
 )
-
-
-class Market:
-    """The demo's price maker: pushes spot, implied-vol and option-mark rounds as the admin."""
-
-    def __init__(self, w3: Web3, chain: LocalChain, dep: Deployment) -> None:
-        self.w3, self.chain, self.dep = w3, chain, dep
-        feed_abi = load_artifact("PriceFeed").abi
-        self.feeds = {
-            name: w3.eth.contract(address=addr, abi=feed_abi)
-            for name, addr in dep.contracts.items()
-            if name.endswith(("_USD", "_IV", "_MARK"))
-        }
-        self.spot = {u: float(spec[2]) for u, spec in UNDERLYINGS.items()}
-        self.iv = {u: spec[3] for u, spec in UNDERLYINGS.items()}
-        self.start = int(w3.eth.get_block("latest")["timestamp"])
-        self.admin = dep.accounts["admin"]
-
-    def push(self) -> None:
-        for u in UNDERLYINGS:
-            self._update(f"{u}_USD", self.spot[u])
-            self._update(f"{u}_IV", self.iv[u])
-        now = int(self.w3.eth.get_block("latest")["timestamp"])
-        t_left = max(self.start + OPTION_TENOR_S - now, 0) / SECONDS_PER_YEAR
-        for u, is_call, strike in SERIES:
-            mark = option_mark(self.spot[u], strike, t_left, self.iv[u], is_call)
-            self._update(f"{series_name(u, is_call, strike)}_MARK", mark)
-
-    def _update(self, feed: str, value: float) -> None:
-        tx = (
-            self.feeds[feed]
-            .functions.updateAnswer(feed_answer(value))
-            .transact({"from": self.admin})
-        )
-        self.w3.eth.wait_for_transaction_receipt(tx)
-
-    def advance(self, hours: float) -> None:
-        self.chain.increase_time(int(hours * 3600))
-
-    def warm_up(self, rounds: int, rng: random.Random) -> None:
-        for _ in range(rounds):
-            self.advance(1)
-            for u in UNDERLYINGS:
-                self.spot[u] *= math.exp(rng.gauss(0.0, WARMUP_HOURLY_VOL[u]))
-            for u in UNDERLYINGS:
-                self._update(f"{u}_USD", self.spot[u])
-        self.push()
-
-
-def local_key(w3: Web3, address: str) -> str:
-    """The private key of an unlocked account of a local chain (in-process or anvil)."""
-    from keeper.chain.anvil import anvil_key
-    from keeper.chain.tester import RevertingTesterProvider
-
-    if isinstance(w3.provider, RevertingTesterProvider):
-        for key in w3.provider.ethereum_tester.backend.account_keys:  # type: ignore[union-attr]
-            if key.public_key.to_checksum_address() == address:
-                return "0x" + bytes(key.to_bytes()).hex()
-    else:
-        index = [str(a).lower() for a in w3.eth.accounts].index(address.lower())
-        return anvil_key(index)
-    raise RuntimeError(f"no local key for {address}")
-
-
-def build_local_service(
-    w3: Web3, dep: Deployment, journal: Path, clock: Clock | None = None, **settings: str
-) -> KeeperService:
-    """A real keeper (settings, signer, journal, sender) on a local chain; `settings` are
-    extra KEEPER_* values (without the prefix, e.g. TX_TIMEOUT="30")."""
-    key = local_key(w3, dep.accounts["keeper"])
-    env = {
-        "KEEPER_RPC_URL": "http://local.invalid",
-        "KEEPER_PRIVATE_KEY": key,
-        "KEEPER_VAULTS": ",".join(dep.vaults),
-        "KEEPER_JOURNAL": str(journal),
-        "KEEPER_POLL_INTERVAL": "12",
-        "KEEPER_TX_TIMEOUT": "30",
-    }
-    env.update({f"KEEPER_{k.upper()}": v for k, v in settings.items()})
-    return build_service(
-        load_settings(env=env, env_file=None), account_from_private_key(key), w3=w3, clock=clock
-    )
 
 
 def _row(

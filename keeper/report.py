@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from keeper.chain.deploy import Deployment
 from keeper.chain.snapshot import VaultSnapshot, wad_to_float
+from keeper.devnet.deploy import Deployment
 
 USDC_UNIT = 10**6
 WAD = 10**18

@@ -48,16 +48,16 @@ from web3.providers.rpc import HTTPProvider  # noqa: E402
 from web3.types import RPCEndpoint, RPCResponse  # noqa: E402
 
 from keeper.app import build_service  # noqa: E402
-from keeper.chain.anvil import Anvil, anvil_path  # noqa: E402
-from keeper.chain.deploy import Deployment, MarketDeployer, unlocked_roles  # noqa: E402
-from keeper.chain.fleet import Fleet, check_fleet  # noqa: E402
-from keeper.chain.local import AnvilChain  # noqa: E402
 from keeper.chain.multicall import MULTICALL3_ABI, MULTICALL3_ADDRESS, ensure_multicall3  # noqa: E402
 from keeper.chain.reader import SNAPSHOTS_PER_CALL, SnapshotReader  # noqa: E402
 from keeper.chain.snapshot import VaultSnapshot  # noqa: E402
-from keeper.chain.txsend import Sender  # noqa: E402
 from keeper.config import load_settings  # noqa: E402
-from keeper.demo import Market  # noqa: E402
+from keeper.devnet.anvil import Anvil, anvil_path  # noqa: E402
+from keeper.devnet.deploy import Deployment, MarketDeployer, unlocked_roles  # noqa: E402
+from keeper.devnet.fleet import Fleet, check_fleet  # noqa: E402
+from keeper.devnet.local import AnvilChain  # noqa: E402
+from keeper.devnet.market import Market  # noqa: E402
+from keeper.devnet.txsend import Sender  # noqa: E402
 from keeper.policy import Action, decide, decide_batch  # noqa: E402
 from keeper.risk.forecast import build_forecast  # noqa: E402
 from keeper.risk.greeks import black_scholes  # noqa: E402

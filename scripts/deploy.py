@@ -26,9 +26,9 @@ from web3 import Web3  # noqa: E402
 
 from keeper.chain.abi import load_artifact  # noqa: E402
 from keeper.chain.connect import connect  # noqa: E402
-from keeper.chain.deploy import ROLE_NAMES, MarketDeployer, unlocked_roles  # noqa: E402
-from keeper.chain.tester import in_process_web3  # noqa: E402
-from keeper.chain.txsend import Sender  # noqa: E402
+from keeper.devnet.deploy import ROLE_NAMES, MarketDeployer, unlocked_roles  # noqa: E402
+from keeper.devnet.tester import in_process_web3  # noqa: E402
+from keeper.devnet.txsend import Sender  # noqa: E402
 from keeper.errors import ConfigError, KeeperError  # noqa: E402
 
 EXIT_USER_ERROR = 2

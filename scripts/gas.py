@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keeper.chain.abi import load_artifact  # noqa: E402
 from keeper.chain.connect import connect  # noqa: E402
-from keeper.chain.deploy import FEED_DECIMALS, deploy_everything  # noqa: E402
-from keeper.chain.tester import in_process_web3  # noqa: E402
+from keeper.devnet.deploy import FEED_DECIMALS, deploy_everything  # noqa: E402
+from keeper.devnet.tester import in_process_web3  # noqa: E402
 from keeper.report import table  # noqa: E402
 
 WAD = 10**18

@@ -21,8 +21,8 @@ import pytest
 from eth_typing import ChecksumAddress
 from web3 import Web3
 
-from keeper.chain.anvil import Anvil, anvil_path
-from keeper.chain.deploy import Deployment, deploy_everything
+from keeper.devnet.anvil import Anvil, anvil_path
+from keeper.devnet.deploy import Deployment, deploy_everything
 
 #: Anvil's account #2, the keeper role in the deployment (public test key, never a real one).
 KEEPER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"

@@ -23,15 +23,15 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from keeper.chain.abi import load_artifact
-from keeper.chain.deploy import (
+from keeper.chain.errors import MANDATE_FIELDS, DecodedError, decode_revert
+from keeper.chain.multicall import MULTICALL3_ABI, MULTICALL3_ADDRESS
+from keeper.devnet.deploy import (
     FEED_DECIMALS,
     Deployment,
     deploy_everything,
 )
-from keeper.chain.errors import MANDATE_FIELDS, DecodedError, decode_revert
-from keeper.chain.local import LocalChain, local_chain
-from keeper.chain.multicall import MULTICALL3_ABI, MULTICALL3_ADDRESS
-from keeper.chain.tester import in_process_web3
+from keeper.devnet.local import LocalChain, local_chain
+from keeper.devnet.tester import in_process_web3
 
 WAD = 10**18
 BPS = 10_000
@@ -65,7 +65,7 @@ def feed_to_wad(answer: int) -> int:
 
 # ====================================================================== chain helpers
 class Chain:
-    """`keeper.chain.local`'s helper plus the clock reads these tests need."""
+    """`keeper.devnet.local`'s helper plus the clock reads these tests need."""
 
     def __init__(self, w3: Web3, inner: LocalChain) -> None:
         self.w3 = w3

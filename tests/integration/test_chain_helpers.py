@@ -1,4 +1,4 @@
-"""The local-chain helpers these tests stand on (keeper.chain.local / keeper.chain.tester):
+"""The local-chain helpers these tests stand on (keeper.devnet.local / keeper.devnet.tester):
 time travel, snapshots, and reverts that carry decodable custom-error data on every path."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from web3.exceptions import ContractLogicError
 
 from keeper.chain.errors import decode_revert
-from keeper.chain.local import local_chain
+from keeper.devnet.local import local_chain
 from tests.integration.conftest import revert_data
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from keeper.chain.deploy import BORROW_RATE_PER_SECOND, COLLATERAL_PARAMS, SECONDS_PER_YEAR
+from keeper.devnet.deploy import BORROW_RATE_PER_SECOND, COLLATERAL_PARAMS, SECONDS_PER_YEAR
 from tests.integration.conftest import (
     USDC_TO_WAD,
     WAD,

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from keeper.chain.deploy import OPTION_SPREAD_BPS
+from keeper.devnet.deploy import OPTION_SPREAD_BPS
 from tests.integration.conftest import (
     USDC_TO_WAD,
     WAD,

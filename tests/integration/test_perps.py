@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from keeper.chain.deploy import (
+from keeper.devnet.deploy import (
     PERP_FEE_BPS,
     PERP_FUNDING_PER_SECOND,
     PERP_INITIAL,

@@ -3,7 +3,7 @@ OracleStalePrice(feed, updatedAt, maxAge), while the views a keeper reads keep a
 
 from __future__ import annotations
 
-from keeper.chain.deploy import MAX_PRICE_AGE_S
+from keeper.devnet.deploy import MAX_PRICE_AGE_S
 from tests.integration.conftest import WAD, expect_revert, send
 
 USDC = 10**6

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from keeper.chain.anvil import Anvil, anvil_path
-from keeper.chain.deploy import Deployment, deploy_everything
-from keeper.chain.local import LocalChain, local_chain
-from keeper.chain.tester import in_process_web3
-from keeper.demo import Market, build_local_service
+from keeper.devnet.anvil import Anvil, anvil_path
+from keeper.devnet.deploy import Deployment, deploy_everything
+from keeper.devnet.local import LocalChain, local_chain
+from keeper.devnet.market import Market
+from keeper.devnet.service import build_local_service
+from keeper.devnet.tester import in_process_web3
 from keeper.service import KeeperService
 
 BACKENDS = ("tester", "anvil")

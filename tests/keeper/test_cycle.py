@@ -11,7 +11,7 @@ from web3.logs import EventLogErrorFlags
 import keeper.service as service_module
 from keeper.chain.abi import load_artifact
 from keeper.chain.convert import to_mandate, to_vault_state
-from keeper.demo import Market
+from keeper.devnet.market import Market
 from keeper.risk.actions import ActionKind
 from keeper.risk.health import net_delta
 from keeper.service import RISK_FREE_RATE, KeeperService

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from keeper.demo import Market
+from keeper.devnet.market import Market
 from keeper.service import KeeperService
 from tests.keeper.conftest import Env, FakeClock, move
 

@@ -12,8 +12,8 @@ import pytest
 import rlp
 from eth_utils import keccak, to_checksum_address
 
-from keeper.chain.fleet import create_address
 from keeper.chain.multicall import MULTICALL3_ADDRESS, MULTICALL3_DEPLOYER
+from keeper.devnet.fleet import create_address
 
 BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
 

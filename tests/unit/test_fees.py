@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from web3.exceptions import Web3RPCError
 
-from keeper.chain.tester import in_process_web3
+from keeper.devnet.tester import in_process_web3
 from keeper.errors import ChainReadError, ConfigError, NotRetryable
 from keeper.risk.actions import Urgency
 from keeper.tx.fees import (

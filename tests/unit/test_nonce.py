@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from keeper.chain.tester import in_process_web3
+from keeper.devnet.tester import in_process_web3
 from keeper.errors import ChainReadError
 from keeper.tx.nonce import NonceError, NonceManager, is_nonce_too_low
 

@@ -20,7 +20,8 @@ from web3 import Web3
 from web3.types import Nonce, TxParams, Wei
 
 from keeper.chain.abi import load_artifact
-from keeper.chain.deploy import (
+from keeper.chain.snapshot import VaultSnapshot
+from keeper.devnet.deploy import (
     COLLATERAL_PARAMS,
     FEED_DECIMALS,
     MAX_PRICE_AGE_S,
@@ -32,7 +33,6 @@ from keeper.chain.deploy import (
     VaultSpec,
     series_name,
 )
-from keeper.chain.snapshot import VaultSnapshot
 from keeper.errors import DeploymentError
 from keeper.legs import leverage_legs
 

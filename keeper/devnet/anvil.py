@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -26,6 +27,21 @@ def anvil_path() -> Path | None:
         return ANVIL_NPM_BIN
     found = shutil.which("anvil")
     return Path(found) if found else None
+
+
+#: prctl option: the signal the kernel sends a process when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask for SIGTERM when the parent dies, so a killed simulator
+    worker or test run never leaves an anvil behind (a no-op where prctl is missing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def _free_port() -> int:
@@ -57,7 +73,10 @@ class Anvil:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Web3:
-        self._proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            self._args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
         w3 = Web3(HTTPProvider(self.url, request_kwargs={"timeout": 30}))
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

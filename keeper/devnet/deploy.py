@@ -17,7 +17,7 @@ from web3.contract import Contract
 
 from keeper.chain.abi import load_artifact
 from keeper.chain.multicall import MULTICALL3_ADDRESS, ensure_multicall3
-from keeper.chain.txsend import Sender
+from keeper.devnet.txsend import Sender
 from keeper.errors import DeploymentError
 from keeper.legs import leverage_legs
 from keeper.risk.greeks import black_scholes

@@ -1,0 +1,1 @@
+"""The simulator: seeded scenarios replayed through the real contracts, keeper in the loop."""

@@ -1,0 +1,182 @@
+"""Drives the local market along a scenario path: time, feed rounds, the base fee, expiries.
+
+Each step, at an exact timestamp (start + step × step length, so every replay of a path sees the
+same blocks): mine a block at the step's time (interest, funding and expiries accrue), push the
+spot rounds (as the oracle shows them: `oracle_lag_steps` behind the market when the scenario
+says so), the implied-vol rounds and every option series' mark (Black–Scholes from the IV path,
+intrinsic after expiry), then settle expired series the vaults hold, as any user may.
+
+`anchor_base_fee` makes the *next* block's base fee the path's: it mines one empty block whose
+base fee is 8/7 of it, so EIP-1559 brings the block an actor's transaction lands in back to the
+path's level (on anvil the base fee otherwise decays to zero on a quiet chain, and the
+keeper's cost gating would never be exercised).
+
+Setup transactions go from unlocked node accounts with fixed gas limits and locally counted
+nonces (no estimate per round: the driver's sends are most of the chain's work).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.types import Nonce, TxParams, Wei
+
+from keeper.chain.abi import load_artifact
+from keeper.devnet.deploy import (
+    RISK_FREE_RATE,
+    SECONDS_PER_YEAR,
+    UNDERLYINGS,
+    Deployment,
+    feed_answer,
+    series_name,
+)
+from keeper.devnet.local import LocalChain
+from keeper.errors import DeploymentError
+from keeper.risk.greeks import black_scholes
+
+logger = logging.getLogger(__name__)
+
+WAD = 10**18
+GWEI = 10**9
+#: Gas limits of the driver's own calls (about twice what each uses; no estimate needed).
+GAS_FEED_UPDATE = 150_000
+GAS_SETTLE = 600_000
+GAS_SMALL = 200_000
+#: The driver and actors pay whatever the base fee is, with no tip: their gas is not measured.
+DRIVER_MAX_FEE_WEI = 50_000 * GWEI
+#: EIP-1559: an empty block lowers the next base fee by 1/8; the anchor block is 8/7 of the target.
+ANCHOR_NUM, ANCHOR_DEN = 8, 7
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    series_id: int
+    underlying: str  # "ETH" / "BTC"
+    is_call: bool
+    strike: float  # USD
+    expiry: int
+    mark_feed: ChecksumAddress
+
+
+class TxPump:
+    """Sends from unlocked accounts with fixed gas and local nonces; checks every receipt."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self._nonces: dict[ChecksumAddress, int] = {}
+
+    def reset(self) -> None:
+        """Forget nonces (after a chain revert)."""
+        self._nonces.clear()
+
+    def send(self, sender: ChecksumAddress, to: ChecksumAddress, data: Any, gas: int,
+             what: str) -> HexBytes:
+        if sender not in self._nonces:
+            self._nonces[sender] = int(self.w3.eth.get_transaction_count(sender, "pending"))
+        tx: TxParams = {
+            "from": sender,
+            "to": to,
+            "data": HexBytes(data),
+            "gas": gas,
+            "nonce": Nonce(self._nonces[sender]),
+            "maxFeePerGas": Wei(DRIVER_MAX_FEE_WEI),
+            "maxPriorityFeePerGas": Wei(0),
+        }
+        tx_hash = self.w3.eth.send_transaction(tx)
+        self._nonces[sender] += 1
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+        if receipt["status"] != 1:
+            raise DeploymentError(f"simulator: {what} reverted ({tx_hash.hex()})")
+        return tx_hash
+
+
+class MarketDriver:
+    """Pushes one scenario step at a time onto the chain `dep` was deployed on."""
+
+    def __init__(self, w3: Web3, chain: LocalChain, dep: Deployment, pump: TxPump) -> None:
+        self.w3, self.chain, self.dep, self.pump = w3, chain, dep, pump
+        self.admin = dep.accounts["admin"]
+        feed_abi = load_artifact("PriceFeed").abi
+        self._feed = w3.eth.contract(abi=feed_abi)
+        self._vault = w3.eth.contract(abi=load_artifact("RiskVault").abi)
+        options = w3.eth.contract(address=dep.contracts["OptionMarket"],
+                                  abi=load_artifact("OptionMarket").abi)
+        self._options = options
+        by_token = {dep.contracts[sym]: u for u, (sym, *_rest) in UNDERLYINGS.items()}
+        self.series: list[SeriesInfo] = []
+        for name, sid in sorted(dep.series.items(), key=lambda kv: kv[1]):
+            s = options.functions.getSeries(sid).call()
+            info = dict(zip([o["name"] for o in _series_outputs(options)], s, strict=True))
+            self.series.append(SeriesInfo(
+                series_id=sid,
+                underlying=by_token[Web3.to_checksum_address(info["underlying"])],
+                is_call=bool(info["isCall"]),
+                strike=int(info["strike"]) / WAD,
+                expiry=int(info["expiry"]),
+                mark_feed=dep.contracts[f"{name}_MARK"],
+            ))
+        self._settled: set[tuple[str, int]] = set()
+
+    def reset(self) -> None:
+        self._settled.clear()
+        self.pump.reset()
+
+    # ------------------------------------------------------------------ feeds
+    def _push(self, feed: ChecksumAddress, value: float, what: str) -> None:
+        data = self._feed.encode_abi("updateAnswer", [feed_answer(value)])
+        self.pump.send(self.admin, feed, data, GAS_FEED_UPDATE, what)
+
+    def push(self, timestamp: int, spot: Mapping[str, float], iv: Mapping[str, float]) -> None:
+        """Mine a block at `timestamp`, then push spot, IV and every series' mark."""
+        self.chain.mine_at(timestamp)
+        for u in UNDERLYINGS:
+            self._push(self.dep.contracts[f"{u}_USD"], spot[u], f"{u}/USD round")
+            self._push(self.dep.contracts[f"{u}_IV"], iv[u], f"{u} IV round")
+        for s in self.series:
+            t_left = max(s.expiry - timestamp, 0) / SECONDS_PER_YEAR
+            mark = float(black_scholes(spot[s.underlying], s.strike, t_left, RISK_FREE_RATE,
+                                       iv[s.underlying], s.is_call).price)
+            self._push(s.mark_feed, max(mark, 0.0), "option mark")
+
+    def settle_expired(self, timestamp: int, holdings: Mapping[ChecksumAddress, Sequence[int]]
+                       ) -> list[tuple[ChecksumAddress, int]]:
+        """Settle, through each vault's public `settleOption`, every expired series it still
+        holds (`holdings`: vault → series ids with a position). Returns what was settled."""
+        done = []
+        expired = {s.series_id for s in self.series if s.expiry <= timestamp}
+        for vault, ids in holdings.items():
+            for sid in ids:
+                if sid in expired and (vault, sid) not in self._settled:
+                    data = self._vault.encode_abi("settleOption", [sid])
+                    self.pump.send(self.dep.accounts["liquidator"], vault, data, GAS_SETTLE,
+                                   f"settle series {sid} of {vault}")
+                    self._settled.add((vault, sid))
+                    done.append((vault, sid))
+        return done
+
+    # ------------------------------------------------------------------ gas
+    def anchor_base_fee(self, gwei: float) -> None:
+        """Make the next block's base fee `gwei` (see the module docstring)."""
+        target = max(1, int(gwei * GWEI))
+        self.chain.set_next_base_fee(-(-target * ANCHOR_NUM // ANCHOR_DEN))
+        self.chain.mine(1)
+
+
+def _series_outputs(options: Any) -> list[dict[str, Any]]:
+    for item in options.abi:
+        if item.get("name") == "getSeries":
+            return list(item["outputs"][0]["components"])
+    raise DeploymentError("OptionMarket ABI has no getSeries")
+
+
+def series_label(info: SeriesInfo) -> str:
+    return series_name(info.underlying, info.is_call, int(info.strike))
+
+
+__all__ = ["MarketDriver", "SeriesInfo", "TxPump", "series_label"]

@@ -1,0 +1,210 @@
+"""Metrics of simulated paths: pure functions of the records (`keeper.sim.records`).
+
+Per vault and path (`vault_metrics`), then summed over vaults and paths (`combine`): counts and
+money add up, `min_health` is the lowest seen, `max_drawdown` and `time_to_safe_blocks` the
+worst, `sharpe` the mean. Definitions:
+
+- hours are steps × step length; a step counts as *below min health* when the vault's health
+  after every actor moved (PHASE_END) is under the mandate's minimum, and *outside the mandate*
+  when leverage exceeds ``max_leverage`` or ``|net delta / NAV − hedge_target| > hedge_band``;
+- a *breach* starts at the first observation (either phase) under min health and ends at the
+  first later observation at or above it; ``time_to_safe_blocks`` is the longest such span in
+  blocks (a breach still open at the end counts to the last observation);
+- ``max_drawdown`` is the largest fall of NAV from its running peak, as a fraction of the peak;
+- ``sharpe`` annualises the mean over the standard deviation of step log returns of NAV
+  (zero when NAV never moves);
+- ``txs`` counts transactions that reached the chain (mined or reverted on-chain);
+  ``reverted_simulations`` the actions refused by `eth_call` before sending.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from keeper.sim.records import PHASE_END, PathRun, VaultRun
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
+#: Outcomes whose transaction reached the chain (gas was paid).
+ON_CHAIN = ("mined", "reverted")
+
+METRIC_KEYS = (
+    "liquidations",
+    "liquidation_loss_usd",
+    "min_health",
+    "hours_below_min_health",
+    "max_drawdown",
+    "final_nav_usd",
+    "sharpe",
+    "txs",
+    "gas_used",
+    "gas_usd",
+    "slippage_usd",
+    "reverted_simulations",
+    "hours_outside_mandate",
+    "time_to_safe_blocks",
+    "breaches",
+)
+#: How `combine` merges each metric across vaults and paths.
+_SUMMED = {
+    "liquidations",
+    "liquidation_loss_usd",
+    "hours_below_min_health",
+    "final_nav_usd",
+    "txs",
+    "gas_used",
+    "gas_usd",
+    "slippage_usd",
+    "reverted_simulations",
+    "hours_outside_mandate",
+    "breaches",
+}
+
+
+def max_drawdown(nav: Sequence[float]) -> float:
+    """Largest peak-to-trough fall of `nav` as a fraction of the peak (0 for a rising path)."""
+    worst, peak = 0.0, -math.inf
+    for x in nav:
+        peak = max(peak, x)
+        if peak > 0:
+            worst = max(worst, (peak - x) / peak)
+    return worst
+
+
+def sharpe(nav: Sequence[float], step_s: int) -> float:
+    """Annualised Sharpe ratio of step log returns (risk-free rate 0; 0 if NAV is constant or
+    ever non-positive, where log returns are undefined)."""
+    arr = np.asarray(nav, dtype=float)
+    if arr.size < 3 or np.any(arr <= 0):
+        return 0.0
+    r = np.diff(np.log(arr))
+    sd = float(np.std(r, ddof=1))
+    if sd <= 1e-15:
+        return 0.0
+    return float(np.mean(r)) / sd * math.sqrt(SECONDS_PER_YEAR / step_s)
+
+
+def breach_spans(blocks: Sequence[int], health: Sequence[float], min_health: float) -> list[int]:
+    """Length in blocks of each span from an observation under `min_health` to the first later
+    one at or above it (an unfinished span runs to the last observation)."""
+    spans: list[int] = []
+    start: int | None = None
+    for b, h in zip(blocks, health, strict=True):
+        if h < min_health and start is None:
+            start = b
+        elif h >= min_health and start is not None:
+            spans.append(b - start)
+            start = None
+    if start is not None:
+        spans.append(blocks[-1] - start)
+    return spans
+
+
+def vault_metrics(run: VaultRun, step_s: int) -> dict[str, Any]:
+    """Every metric of one vault over one path."""
+    bands = run.bands
+    obs = sorted(run.observations, key=lambda o: (o.block, o.phase != "oracle"))
+    end = [o for o in run.observations if o.phase == PHASE_END]
+    hours = step_s / 3600
+    nav = [o.nav_usd for o in end]
+    below = sum(1 for o in end if o.health < bands.min_health)
+    outside = sum(
+        1
+        for o in end
+        if o.leverage > bands.max_leverage
+        or (
+            o.nav_usd > 0
+            and abs(o.net_delta_usd / o.nav_usd - bands.hedge_target) > bands.hedge_band
+        )
+    )
+    spans = breach_spans([o.block for o in obs], [o.health for o in obs], bands.min_health)
+    on_chain = [a for a in run.actions if a.status in ON_CHAIN]
+    return {
+        "liquidations": len(run.liquidations),
+        "liquidation_loss_usd": sum(x.loss_usd for x in run.liquidations),
+        "min_health": min((o.health for o in obs), default=math.inf),
+        "hours_below_min_health": below * hours,
+        "max_drawdown": max_drawdown(nav),
+        "final_nav_usd": nav[-1] if nav else 0.0,
+        "sharpe": sharpe(nav, step_s),
+        "txs": len(on_chain),
+        "gas_used": sum(a.gas_used for a in on_chain),
+        "gas_usd": sum(a.gas_usd for a in on_chain),
+        "slippage_usd": sum(a.slippage_usd for a in on_chain),
+        "reverted_simulations": sum(1 for a in run.actions if a.status == "simulation_reverted"),
+        "hours_outside_mandate": outside * hours,
+        "time_to_safe_blocks": max(spans) if spans else None,
+        "breaches": len(spans),
+    }
+
+
+def combine(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge metric dicts (vaults of a path, or paths): see the module docstring."""
+    items = list(parts)
+    out: dict[str, Any] = {}
+    for key in METRIC_KEYS:
+        values = [p[key] for p in items if p.get(key) is not None]
+        if key in _SUMMED:
+            out[key] = sum(values) if values else 0
+        elif key in ("min_health",):
+            out[key] = min(values, default=math.inf)
+        elif key in ("max_drawdown", "time_to_safe_blocks"):
+            out[key] = max(values) if values else (None if key == "time_to_safe_blocks" else 0.0)
+        else:  # sharpe
+            out[key] = float(np.mean(values)) if values else 0.0
+    return out
+
+
+def path_metrics(run: PathRun) -> dict[str, Any]:
+    """One path: per vault (by name) and their combination."""
+    vaults = {v.name: vault_metrics(v, run.step_s) for v in run.vaults}
+    return {"path": run.path, "seed": run.seed, "total": combine(vaults.values()),
+            "vaults": vaults}
+
+
+def build_metrics(runs: Sequence[PathRun], header: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of metrics.json: `header` (chain, seed, paths, …) and, per scenario, order
+    and policy, the total over paths and vaults, per vault over paths, and each path."""
+    results: dict[str, Any] = {}
+    for run in sorted(runs, key=lambda r: (r.scenario, r.order, r.policy, r.path)):
+        slot = results.setdefault(run.scenario, {}).setdefault(run.order, {}).setdefault(
+            run.policy, {"paths": []}
+        )
+        slot["paths"].append(path_metrics(run))
+    for by_order in results.values():
+        for by_policy in by_order.values():
+            for slot in by_policy.values():
+                paths = slot["paths"]
+                names = list(dict.fromkeys(n for p in paths for n in p["vaults"]))
+                slot["total"] = combine(p["total"] for p in paths)
+                slot["vaults"] = {
+                    n: combine(p["vaults"][n] for p in paths if n in p["vaults"]) for n in names
+                }
+    return {**header, "version": 1, "results": results}
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with inf/nan floats as strings ("inf", "-inf", "nan") so json.dump stays strict."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+__all__ = [
+    "METRIC_KEYS",
+    "breach_spans",
+    "build_metrics",
+    "combine",
+    "json_safe",
+    "max_drawdown",
+    "path_metrics",
+    "sharpe",
+    "vault_metrics",
+]
