@@ -18,7 +18,7 @@ from keeper.sim.parallel import iter_jobs, run_ray, run_serial, run_workers
 from keeper.sim.policies import check_policies
 from keeper.sim.records import PathRun
 from keeper.sim.runner import ORDERS, chain_kind
-from keeper.sim.scenarios import SCENARIOS, get_scenario
+from keeper.sim.scenarios import SCENARIOS, UnknownScenario, get_scenario
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,10 @@ def split_names(text: str) -> tuple[str, ...]:
 def validate(req: SimRequest) -> SimRequest:
     """Every user error, as one line naming the flag — before any chain is started."""
     for name in req.scenarios:
-        get_scenario(name)
+        try:
+            get_scenario(name)
+        except UnknownScenario as exc:
+            raise ConfigError(f"--scenario: {exc}") from None
     if not req.scenarios:
         raise ConfigError("--scenario: give at least one scenario (see --list-scenarios)")
     if req.paths < 1:
