@@ -3,6 +3,7 @@
 
     python scripts/bench.py risk [--options N] [--vaults N] [--repeat N]
     python scripts/bench.py cycle [--sizes 1,10,100,500 | --quick] [--repeat N] [--history N]
+    python scripts/bench.py sim [--chains anvil,tester] [--steps N]   (see scripts/bench_sim.py)
 
 ``risk``: Black–Scholes greeks for N options, vectorised vs a plain per-element Python loop
 (``math`` module, same formulas) on a slice, extrapolated per element; then one full
@@ -607,6 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_risk(sub)
     _add_cycle(sub)
+    from scripts.bench_sim import add_sim
+
+    add_sim(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

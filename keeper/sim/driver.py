@@ -77,6 +77,26 @@ class TxPump:
 
     def send(self, sender: ChecksumAddress, to: ChecksumAddress, data: Any, gas: int,
              what: str) -> HexBytes:
+        tx_hash = self._submit(sender, to, data, gas)
+        self._check(tx_hash, what)
+        return tx_hash
+
+    def send_in_one_block(self, chain: LocalChain,
+                          calls: list[tuple[ChecksumAddress, ChecksumAddress, Any, int, str]]
+                          ) -> None:
+        """Send `calls` (sender, to, data, gas, what) with automine off, then mine them in one
+        block: one block per oracle update, as a real feed round lands."""
+        chain.set_automine(False)
+        try:
+            hashes = [(self._submit(s, to, data, gas), what) for s, to, data, gas, what in calls]
+            chain.mine(1)
+        finally:
+            chain.set_automine(True)
+        for tx_hash, what in hashes:
+            self._check(tx_hash, what)
+
+    def _submit(self, sender: ChecksumAddress, to: ChecksumAddress, data: Any, gas: int
+                ) -> HexBytes:
         if sender not in self._nonces:
             self._nonces[sender] = int(self.w3.eth.get_transaction_count(sender, "pending"))
         tx: TxParams = {
@@ -90,10 +110,12 @@ class TxPump:
         }
         tx_hash = self.w3.eth.send_transaction(tx)
         self._nonces[sender] += 1
+        return tx_hash
+
+    def _check(self, tx_hash: HexBytes, what: str) -> None:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
         if receipt["status"] != 1:
             raise DeploymentError(f"simulator: {what} reverted ({tx_hash.hex()})")
-        return tx_hash
 
 
 class MarketDriver:
@@ -128,21 +150,24 @@ class MarketDriver:
         self.pump.reset()
 
     # ------------------------------------------------------------------ feeds
-    def _push(self, feed: ChecksumAddress, value: float, what: str) -> None:
+    def _round(self, feed: ChecksumAddress, value: float, what: str
+               ) -> tuple[ChecksumAddress, ChecksumAddress, Any, int, str]:
         data = self._feed.encode_abi("updateAnswer", [feed_answer(value)])
-        self.pump.send(self.admin, feed, data, GAS_FEED_UPDATE, what)
+        return (self.admin, feed, data, GAS_FEED_UPDATE, what)
 
     def push(self, timestamp: int, spot: Mapping[str, float], iv: Mapping[str, float]) -> None:
-        """Mine a block at `timestamp`, then push spot, IV and every series' mark."""
+        """Mine a block at `timestamp`, then push spot, IV and every series' mark in the next."""
         self.chain.mine_at(timestamp)
+        rounds = []
         for u in UNDERLYINGS:
-            self._push(self.dep.contracts[f"{u}_USD"], spot[u], f"{u}/USD round")
-            self._push(self.dep.contracts[f"{u}_IV"], iv[u], f"{u} IV round")
+            rounds.append(self._round(self.dep.contracts[f"{u}_USD"], spot[u], f"{u}/USD round"))
+            rounds.append(self._round(self.dep.contracts[f"{u}_IV"], iv[u], f"{u} IV round"))
         for s in self.series:
             t_left = max(s.expiry - timestamp, 0) / SECONDS_PER_YEAR
             mark = float(black_scholes(spot[s.underlying], s.strike, t_left, RISK_FREE_RATE,
                                        iv[s.underlying], s.is_call).price)
-            self._push(s.mark_feed, max(mark, 0.0), "option mark")
+            rounds.append(self._round(s.mark_feed, max(mark, 0.0), "option mark"))
+        self.pump.send_in_one_block(self.chain, rounds)
 
     def settle_expired(self, timestamp: int, holdings: Mapping[ChecksumAddress, Sequence[int]]
                        ) -> list[tuple[ChecksumAddress, int]]:
