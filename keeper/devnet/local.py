@@ -12,6 +12,9 @@ from keeper.devnet.tester import RevertingTesterProvider, set_next_base_fee
 
 class LocalChain(Protocol):
     w3: Web3
+    #: Whether transactions can wait, unmined, for an explicit `mine` (eth-tester checks each
+    #: nonce against the mined state, so one sender cannot queue two).
+    queues_transactions: bool
 
     def increase_time(self, seconds: int) -> None:
         """Move the chain clock forward and mine one block at the new time."""
@@ -35,6 +38,8 @@ class LocalChain(Protocol):
 class TesterChain:
     """The in-process chain: `w3.testing` drives py-evm directly. Blocks after a time travel are
     stamped parent + 1 s while the chain is ahead of the wall clock (see `in_process_web3`)."""
+
+    queues_transactions = False
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
@@ -72,6 +77,8 @@ class TesterChain:
 
 class AnvilChain:
     """anvil: `evm_*`/`anvil_*` RPCs (`w3.testing.mine(n)` means a timestamp there)."""
+
+    queues_transactions = True
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3

@@ -336,6 +336,9 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
 
 @contextmanager
 def _mining_on_sleep(world: World, clock: SimClock) -> Iterator[None]:
+    if not world.chain.queues_transactions:  # in-process: every transaction its own block
+        yield
+        return
     world.chain.set_automine(False)
     clock.on_sleep = lambda: world.chain.mine(1)
     try:

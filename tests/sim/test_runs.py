@@ -86,3 +86,15 @@ def test_rally(world: World, policy: str) -> None:
     perp = [o.perp_health for o in balanced(run).observations if o.phase == PHASE_END]
     if policy == "hold":
         assert min(perp) < perp[0]
+
+
+def test_in_process_chain_runs_the_keeper_too() -> None:
+    """Without anvil the simulator falls back to the in-process chain (one block per
+    transaction there): the keeper still deleverages the gap in its own step."""
+    from keeper.sim.runner import open_world
+
+    with open_world("tester") as tester:
+        run = run_path(tester, short("gap50", scale=0.05, tail=1), "keeper", "keeper-first", 0)
+    vault = balanced(run)
+    assert vault.liquidations == []
+    assert any(a.function == "deleverage" and a.status == "mined" for a in vault.actions)
