@@ -19,6 +19,8 @@ from web3.types import RPCEndpoint, RPCResponse
 
 #: The JSON-RPC error code geth and anvil use for a revert with data.
 EXECUTION_REVERTED_CODE = 3
+#: eth-tester's fee for a call that names none (wei).
+TESTER_DEFAULT_CALL_FEE_WEI = 10**9
 #: Gas limit of each in-process block: large enough for a full market deployment.
 TESTER_BLOCK_GAS_LIMIT = 60_000_000
 
@@ -78,7 +80,9 @@ class RevertingTesterProvider(EthereumTesterProvider):
         # The call may run on the latest or the pending header; either base fee, with headroom.
         fees = [getattr(h, "base_fee_per_gas", 0) or 0
                 for h in (chain.header, chain.get_canonical_head())]
-        priced = {**tx, "max_fee_per_gas": 2 * int(max(fees)) + 1, "max_priority_fee_per_gas": 0}
+        # At least eth-tester's own 1 gwei default, which every older block accepts.
+        fee = max(TESTER_DEFAULT_CALL_FEE_WEI, 4 * int(max(fees)) + 1)
+        priced = {**tx, "max_fee_per_gas": fee, "max_priority_fee_per_gas": 0}
         return [priced, *params[1:]]
 
 
