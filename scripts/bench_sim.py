@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import time
 
-from keeper.sim.runner import open_world, run_path
+from keeper.sim.runner import World, open_world, run_path
 from keeper.sim.scenarios import ScenarioPath, get_scenario
 
 #: Default path lengths: anvil answers ~3× faster per transaction than py-evm.
@@ -31,17 +31,16 @@ def first_steps(path: ScenarioPath, n: int) -> ScenarioPath:
     )
 
 
-def raw_rate(world: object, path: ScenarioPath) -> float:
+def raw_rate(world: World, path: ScenarioPath) -> float:
     """Steps/s of the driver alone: mine the step's block, push every feed, anchor the fee."""
-    w = world  # type: ignore[assignment]
-    w.reset()  # type: ignore[attr-defined]
+    world.reset()
     started = time.perf_counter()
     for k in range(1, path.n_steps + 1):
-        ts = w.start_ts + k * path.step_s  # type: ignore[attr-defined]
-        spot = {u: w.spot0[u] * float(path.spot[u][k]) for u in path.spot}  # type: ignore[attr-defined]
+        ts = world.start_ts + k * path.step_s
+        spot = {u: world.spot0[u] * float(path.spot[u][k]) for u in path.spot}
         iv = {u: float(path.iv[u][k]) for u in path.iv}
-        w.driver.push(ts, spot, iv)  # type: ignore[attr-defined]
-        w.driver.anchor_base_fee(float(path.base_fee_gwei[k]))  # type: ignore[attr-defined]
+        world.driver.push(ts, spot, iv)
+        world.driver.anchor_base_fee(float(path.base_fee_gwei[k]))
     return path.n_steps / (time.perf_counter() - started)
 
 

@@ -23,7 +23,7 @@ from web3.logs import DISCARD
 
 from keeper.chain.abi import load_artifact
 from keeper.chain.snapshot import VaultSnapshot
-from keeper.devnet.deploy import FEED_DECIMALS, UNDERLYINGS, USDC_DECIMALS, Deployment
+from keeper.devnet.deploy import FEED_DECIMALS, USDC_DECIMALS, Deployment
 from keeper.sim.driver import GAS_SMALL, TxPump
 from keeper.sim.records import LiquidationRecord
 
@@ -90,9 +90,9 @@ class Liquidator:
         out: dict[ChecksumAddress, list[LiquidationRecord]] = {}
         for vault, snap in snaps.items():
             records: list[LiquidationRecord] = []
-            if snap.debt > 0 and snap.lending_health < WAD:
+            if lending_liquidatable(snap):
                 records += self._lending(step, vault)
-            if snap.perp_health < WAD and any(a.perp_size != 0 for a in snap.assets):
+            if perp_liquidatable(snap):
                 records += self._perp(step, vault, snap)
             if records:
                 out[vault] = records
@@ -143,9 +143,18 @@ class Liquidator:
         return [LiquidationRecord(step, int(receipt["blockNumber"]), "perp", notional, reward)]
 
 
-def underlying_of(dep: Deployment) -> dict[ChecksumAddress, str]:
-    """Token address → underlying name ("ETH", "BTC")."""
-    return {dep.contracts[sym]: u for u, (sym, *_rest) in UNDERLYINGS.items()}
+def lending_liquidatable(snap: VaultSnapshot) -> bool:
+    """The pool would accept a liquidation of this vault (debt at health below 1.0)."""
+    return snap.debt > 0 and snap.lending_health < WAD
 
 
-__all__ = ["Liquidator", "underlying_of"]
+def perp_liquidatable(snap: VaultSnapshot) -> bool:
+    """The perp market would accept a liquidation (open positions at margin health below 1.0)."""
+    return snap.perp_health < WAD and any(a.perp_size != 0 for a in snap.assets)
+
+
+def liquidatable(snap: VaultSnapshot) -> bool:
+    return lending_liquidatable(snap) or perp_liquidatable(snap)
+
+
+__all__ = ["Liquidator", "lending_liquidatable", "liquidatable", "perp_liquidatable"]

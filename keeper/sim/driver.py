@@ -34,7 +34,6 @@ from keeper.devnet.deploy import (
     UNDERLYINGS,
     Deployment,
     feed_answer,
-    series_name,
 )
 from keeper.devnet.local import LocalChain
 from keeper.errors import DeploymentError
@@ -134,7 +133,6 @@ class MarketDriver:
         self._vault = w3.eth.contract(abi=load_artifact("RiskVault").abi)
         options = w3.eth.contract(address=dep.contracts["OptionMarket"],
                                   abi=load_artifact("OptionMarket").abi)
-        self._options = options
         by_token = {dep.contracts[sym]: u for u, (sym, *_rest) in UNDERLYINGS.items()}
         self.series: list[SeriesInfo] = []
         for name, sid in sorted(dep.series.items(), key=lambda kv: kv[1]):
@@ -205,8 +203,4 @@ def _series_outputs(options: Any) -> list[dict[str, Any]]:
     raise DeploymentError("OptionMarket ABI has no getSeries")
 
 
-def series_label(info: SeriesInfo) -> str:
-    return series_name(info.underlying, info.is_call, int(info.strike))
-
-
-__all__ = ["MarketDriver", "SeriesInfo", "TxPump", "series_label"]
+__all__ = ["MarketDriver", "SeriesInfo", "TxPump"]

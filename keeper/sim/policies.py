@@ -21,6 +21,7 @@ from web3.logs import DISCARD
 
 from keeper.chain.abi import load_artifact
 from keeper.chain.convert import to_mandate, to_vault_state
+from keeper.errors import ConfigError
 from keeper.service import KeeperService
 from keeper.sim.records import ActionRecord
 from keeper.sim.threshold import DEFAULT_BANDS, ThresholdBands, threshold_actions
@@ -134,8 +135,6 @@ def make_policy(name: str, service: KeeperService) -> Policy:
 
 
 def check_policies(names: Sequence[str]) -> list[str]:
-    from keeper.errors import ConfigError
-
     unknown = [n for n in names if n not in POLICY_NAMES]
     if unknown or not names:
         raise ConfigError(

@@ -29,6 +29,7 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
+from keeper.chain.convert import to_vault_state
 from keeper.chain.reader import SnapshotReader
 from keeper.chain.snapshot import VaultSnapshot, wad_to_float
 from keeper.devnet.anvil import Anvil, anvil_path
@@ -40,7 +41,7 @@ from keeper.devnet.tester import in_process_web3
 from keeper.errors import ChainReadError, ConfigError
 from keeper.risk.health import net_delta
 from keeper.service import RISK_FREE_RATE, KeeperService
-from keeper.sim.actors import Liquidator
+from keeper.sim.actors import Liquidator, liquidatable
 from keeper.sim.driver import MarketDriver, TxPump
 from keeper.sim.policies import make_policy
 from keeper.sim.records import (
@@ -111,8 +112,7 @@ class World:
         """Back to the warmed-up state (a snapshot is used up by reverting to it)."""
         self.chain.revert(self.snapshot_id)
         self.snapshot_id = self.chain.snapshot()
-        self.driver.reset()
-        self.liquidator.pump.reset()
+        self.driver.reset()  # also forgets the shared pump's nonces
 
 
 def chain_kind(requested: str, rpc_url: str | None) -> str:
@@ -194,7 +194,7 @@ def _health(value: int) -> float:
 
 def observe(snap: VaultSnapshot, symbols: dict[ChecksumAddress, str], step: int,
             phase: str) -> Observation:
-    state = to_state(snap, symbols)
+    state = to_vault_state(snap, symbols)
     deltas = net_delta(state, snap.timestamp, RISK_FREE_RATE)
     delta_usd = sum(deltas.get(a.symbol, 0.0) * a.price_usd for a in state.assets)
     return Observation(
@@ -204,12 +204,6 @@ def observe(snap: VaultSnapshot, symbols: dict[ChecksumAddress, str], step: int,
         leverage=_health(snap.leverage), net_delta_usd=delta_usd, debt_usd=snap.debt / 1e6,
         idle_usd=snap.idle_usdc / 1e6,
     )
-
-
-def to_state(snap: VaultSnapshot, symbols: dict[ChecksumAddress, str]) -> Any:
-    from keeper.chain.convert import to_vault_state
-
-    return to_vault_state(snap, symbols)
 
 
 def bands_of(snap: VaultSnapshot) -> Bands:
@@ -315,7 +309,7 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
                 with watch.part("chain"):
                     if i > 0:
                         snaps = world.reader.read(vaults, int(world.w3.eth.block_number))
-                    if any(_liquidatable(s) for s in snaps.values()):
+                    if any(liquidatable(s) for s in snaps.values()):
                         world.driver.anchor_base_fee(fee)
                         for v, recs in world.liquidator.act(k, snaps).items():
                             runs[v].liquidations.extend(recs)
@@ -347,12 +341,6 @@ def _mining_on_sleep(world: World, clock: SimClock) -> Iterator[None]:
         clock.on_sleep = None
         world.chain.mine(1)  # whatever is still pending lands before anyone else moves
         world.chain.set_automine(True)
-
-
-def _liquidatable(snap: VaultSnapshot) -> bool:
-    wad = 10**18
-    return (snap.debt > 0 and snap.lending_health < wad) or (
-        snap.perp_health < wad and any(a.perp_size != 0 for a in snap.assets))
 
 
 __all__ = ["ORDERS", "START_TIMESTAMP", "SimClock", "World", "build_world", "chain_kind",
