@@ -14,17 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_typing import BlockNumber, ChecksumAddress
+from hexbytes import HexBytes
 from web3 import Web3
-from web3.contract import Contract
 
 from keeper.chain.abi import load_artifact, output_types
 from keeper.chain.errors import decode_revert
-from keeper.chain.multicall import MULTICALL3_ABI, MULTICALL3_ADDRESS
+from keeper.chain.multicall import MULTICALL3_ADDRESS
 from keeper.chain.snapshot import VaultSnapshot, decode_snapshot
 from keeper.errors import ChainReadError, ConfigError
 
 logger = logging.getLogger(__name__)
 
+#: Multicall3 `aggregate3`: (target, allowFailure, callData)[] in, (success, returnData)[] out.
+AGGREGATE3_CALLS = "(address,bool,bytes)[]"
+AGGREGATE3_RESULTS = "(bool,bytes)[]"
 #: Vault snapshots per eth_call: ~330k gas each keeps a chunk (~17M) under the usual 30M+ caps.
 SNAPSHOTS_PER_CALL = 50
 #: Feed rounds per eth_call when bootstrapping history (~10k gas each).
@@ -57,15 +60,23 @@ class SnapshotReader:
         self._vault_abi = load_artifact("RiskVault").abi
         self._snapshot_types = output_types(load_artifact("RiskVault"), "snapshot")
         self._selector = Web3.keccak(text="snapshot()")[:4]
-        self._multicall: Contract = w3.eth.contract(address=MULTICALL3_ADDRESS, abi=MULTICALL3_ABI)
+        self._aggregate3 = Web3.keccak(text=f"aggregate3({AGGREGATE3_CALLS})")[:4]
 
     def aggregate(self, calls: Sequence[tuple[str, bytes]], block: int) -> list[tuple[bool, bytes]]:
-        """One `aggregate3` eth_call at `block` with allowFailure on every call."""
+        """One `aggregate3` eth_call at `block` with allowFailure on every call.
+
+        Encoded and decoded with eth-abi directly: web3's contract-call path normalises every
+        nested result (measured: about half a 2-vault read's time in the simulator)."""
         self.counter.eth_calls += 1
+        data = self._aggregate3 + self.w3.codec.encode(
+            [AGGREGATE3_CALLS], [[(target, True, payload) for target, payload in calls]]
+        )
         try:
-            result = self._multicall.functions.aggregate3(
-                [(target, True, data) for target, data in calls]
-            ).call(block_identifier=BlockNumber(block))
+            raw = self.w3.eth.call(
+                {"to": MULTICALL3_ADDRESS, "data": HexBytes(data)},
+                block_identifier=BlockNumber(block),
+            )
+            (result,) = self.w3.codec.decode([AGGREGATE3_RESULTS], raw)
         except Exception as exc:  # transport or node errors: one retryable chain-read error
             raise ChainReadError(
                 f"multicall at block {block} failed: {type(exc).__name__}: {exc}"
@@ -179,9 +190,8 @@ class PriceHistoryBook:
         self.bootstrap_rounds = bootstrap_rounds
         self.max_points = max_points
         self.feeds: dict[ChecksumAddress, FeedHistory] = {}
-        feed_abi = load_artifact("PriceFeed").abi
-        self._feed = reader.w3.eth.contract(abi=feed_abi)
         self._round_types = output_types(load_artifact("PriceFeed"), "getRoundData")
+        self._get_round = bytes(Web3.keccak(text="getRoundData(uint80)")[:4])
 
     def update(self, latest: dict[ChecksumAddress, tuple[int, int]], block: int) -> None:
         """Bring every feed up to its latest round. `latest` maps feed → (latest round id,
@@ -195,12 +205,14 @@ class PriceHistoryBook:
         if not wanted:
             return
         keys = [f"{feed}:{r}" for feed, r in wanted]
+        # getRoundData(uint80): the selector and one word, encoded here (web3's per-call
+        # encoder costs more than the multicall itself at a few rounds per tick).
         encoded = {
-            k: (feed, self._feed.encode_abi("getRoundData", [r]))
+            k: (feed, self._get_round + r.to_bytes(32, "big"))
             for k, (feed, r) in zip(keys, wanted, strict=True)
         }
         rounds = self.reader.call_each(
-            lambda k: (encoded[k][0], bytes.fromhex(encoded[k][1][2:])),
+            lambda k: encoded[k],
             keys,
             self._round_types,
             block,

@@ -9,9 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
+import requests
 from web3 import Web3
 from web3.providers.rpc import HTTPProvider
+from web3.types import RPCEndpoint
 
 from keeper.chain.abi import REPO_ROOT
 from keeper.errors import ChainReadError
@@ -77,7 +80,7 @@ class Anvil:
             self._args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent,
         )
-        w3 = Web3(HTTPProvider(self.url, request_kwargs={"timeout": 30}))
+        w3 = devnet_web3(self.url)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -111,6 +114,22 @@ class Anvil:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def devnet_web3(url: str, timeout_s: float = 30.0) -> Web3:
+    """An HTTP Web3 for a development node: the chain id asked once (web3 validates every call
+    and send against it, which otherwise doubles the requests), and, on loopback, no proxy
+    lookup from the environment per request (about 0.6 ms each, measured in the simulator)."""
+    session = requests.Session()
+    session.trust_env = urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1")
+    provider = HTTPProvider(
+        url,
+        request_kwargs={"timeout": timeout_s},
+        session=session,
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
+    return Web3(provider)
 
 
 #: anvil's default development mnemonic (public, funded only on local nodes).

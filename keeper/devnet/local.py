@@ -20,7 +20,8 @@ class LocalChain(Protocol):
         """Move the chain clock forward and mine one block at the new time."""
 
     def mine_at(self, timestamp: int) -> None:
-        """Mine one empty block with exactly `timestamp` (later than the head's)."""
+        """Mine one block with exactly `timestamp` (later than the head's), holding whatever
+        transactions are waiting (none where they cannot wait)."""
 
     def set_next_base_fee(self, wei: int) -> None:
         """The next block's base fee (later blocks follow EIP-1559 from it)."""
@@ -91,8 +92,7 @@ class AnvilChain:
         self.mine(1)
 
     def mine_at(self, timestamp: int) -> None:
-        self._rpc("evm_setNextBlockTimestamp", timestamp)
-        self.mine(1)
+        self._rpc("evm_mine", timestamp)  # anvil: one request for "at this time, mine"
 
     def set_next_base_fee(self, wei: int) -> None:
         self._rpc("anvil_setNextBlockBaseFeePerGas", hex(wei))

@@ -1,9 +1,9 @@
 """Drives the local market along a scenario path: time, feed rounds, the base fee, expiries.
 
-Each step, at an exact timestamp (start + step × step length, so every replay of a path sees the
-same blocks): mine a block at the step's time (interest, funding and expiries accrue), push the
-spot rounds (as the oracle shows them: `oracle_lag_steps` behind the market when the scenario
-says so), the implied-vol rounds and every option series' mark (Black–Scholes from the IV path,
+Each step, in one block at an exact timestamp (start + step × step length, so every replay of a
+path sees the same blocks; interest, funding and expiries accrue to it): the spot rounds (as
+the oracle shows them: `oracle_lag_steps` behind the market when the scenario says so), the
+implied-vol rounds and every option series' mark (Black–Scholes from the IV path,
 intrinsic after expiry), then settle expired series the vaults hold, as any user may.
 
 `anchor_base_fee` makes the *next* block's base fee the path's: it mines one empty block whose
@@ -25,7 +25,8 @@ from typing import Any
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.types import Nonce, TxParams, Wei
+from web3.providers.rpc import HTTPProvider
+from web3.types import Nonce, RPCEndpoint, TxParams, Wei
 
 from keeper.chain.abi import load_artifact
 from keeper.devnet.deploy import (
@@ -81,40 +82,92 @@ class TxPump:
         return tx_hash
 
     def send_in_one_block(self, chain: LocalChain,
-                          calls: list[tuple[ChecksumAddress, ChecksumAddress, Any, int, str]]
-                          ) -> None:
-        """Send `calls` (sender, to, data, gas, what) with automine off, then mine them in one
-        block: one block per oracle update, as a real feed round lands. Where the chain cannot
-        queue them (the in-process chain), each is mined on arrival."""
+                          calls: list[tuple[ChecksumAddress, ChecksumAddress, Any, int, str]],
+                          timestamp: int | None = None) -> None:
+        """Send `calls` (sender, to, data, gas, what) in one JSON-RPC batch with automine off,
+        then mine them in one block (at `timestamp` if given): one block per oracle update, as
+        a real feed round lands. Where the chain cannot queue them (the in-process chain), a
+        block at `timestamp` comes first and each call is mined on arrival."""
         if not chain.queues_transactions:
+            if timestamp is not None:
+                chain.mine_at(timestamp)
             for s, to, data, gas, what in calls:
                 self.send(s, to, data, gas, what)
             return
         chain.set_automine(False)
         try:
-            hashes = [(self._submit(s, to, data, gas), what) for s, to, data, gas, what in calls]
-            chain.mine(1)
+            hashes = self._submit_batch(calls)
+            if timestamp is None:
+                chain.mine(1)
+            else:
+                chain.mine_at(timestamp)
         finally:
             chain.set_automine(True)
-        for tx_hash, what in hashes:
-            self._check(tx_hash, what)
+        self._check_batch(hashes)
+
+    def _batch(self, requests: list[tuple[str, list[Any]]], what: str) -> list[Any]:
+        """One JSON-RPC batch (one HTTP round trip); every answer's result, in order."""
+        replies = self.w3.provider.make_batch_request(  # type: ignore[attr-defined]
+            [(RPCEndpoint(m), p) for m, p in requests])
+        if not isinstance(replies, list):  # the node refused the batch as a whole
+            raise DeploymentError(f"simulator: {what}: {replies.get('error')}")
+        for reply in replies:
+            if "error" in reply:
+                raise DeploymentError(f"simulator: {what}: {reply['error']}")
+        return [reply["result"] for reply in replies]
+
+    def _submit_batch(self, calls: list[tuple[ChecksumAddress, ChecksumAddress, Any, int, str]]
+                      ) -> list[tuple[str, str]]:
+        """Send `calls` as one batch of `eth_sendTransaction`, nonces counted here (so the
+        node's order of processing the batch does not matter: the pool orders by nonce)."""
+        requests = []
+        for sender, to, data, gas, _what in calls:
+            nonce = self._next_nonce(sender)
+            requests.append(("eth_sendTransaction", [{
+                "from": sender, "to": to, "data": HexBytes(data).to_0x_hex(),
+                "gas": hex(gas), "nonce": hex(nonce),
+                "maxFeePerGas": hex(DRIVER_MAX_FEE_WEI), "maxPriorityFeePerGas": "0x0",
+            }]))
+        hashes = self._batch(requests, "sending " + ", ".join(c[4] for c in calls))
+        return list(zip(hashes, [c[4] for c in calls], strict=True))
+
+    def _check_batch(self, hashes: list[tuple[str, str]]) -> None:
+        receipts = self._batch([("eth_getTransactionReceipt", [h]) for h, _ in hashes],
+                               "reading receipts")
+        for (tx_hash, what), receipt in zip(hashes, receipts, strict=True):
+            if receipt is None:
+                raise DeploymentError(f"simulator: {what} was not mined ({tx_hash})")
+            if int(receipt["status"], 16) != 1:
+                raise DeploymentError(f"simulator: {what} reverted ({tx_hash})")
+
+    def tx_counts(self, blocks: range) -> list[int]:
+        """How many transactions each of `blocks` holds (one batch over HTTP)."""
+        if not blocks:
+            return []
+        if not isinstance(self.w3.provider, HTTPProvider):  # in-process: no round trips
+            return [int(self.w3.eth.get_block_transaction_count(b)) for b in blocks]
+        counts = self._batch([("eth_getBlockTransactionCountByNumber", [hex(b)]) for b in blocks],
+                             "counting transactions")
+        return [int(c, 16) for c in counts]
+
+    def _next_nonce(self, sender: ChecksumAddress) -> int:
+        if sender not in self._nonces:
+            self._nonces[sender] = int(self.w3.eth.get_transaction_count(sender, "pending"))
+        self._nonces[sender] += 1
+        return self._nonces[sender] - 1
 
     def _submit(self, sender: ChecksumAddress, to: ChecksumAddress, data: Any, gas: int
                 ) -> HexBytes:
-        if sender not in self._nonces:
-            self._nonces[sender] = int(self.w3.eth.get_transaction_count(sender, "pending"))
         tx: TxParams = {
             "from": sender,
             "to": to,
             "data": HexBytes(data),
             "gas": gas,
-            "nonce": Nonce(self._nonces[sender]),
+            "nonce": Nonce(self._next_nonce(sender)),
             "maxFeePerGas": Wei(DRIVER_MAX_FEE_WEI),
             "maxPriorityFeePerGas": Wei(0),
         }
-        tx_hash = self.w3.eth.send_transaction(tx)
-        self._nonces[sender] += 1
-        return tx_hash
+        return self.w3.eth.send_transaction(tx)
 
     def _check(self, tx_hash: HexBytes, what: str) -> None:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
@@ -159,8 +212,7 @@ class MarketDriver:
         return (self.admin, feed, data, GAS_FEED_UPDATE, what)
 
     def push(self, timestamp: int, spot: Mapping[str, float], iv: Mapping[str, float]) -> None:
-        """Mine a block at `timestamp`, then push spot, IV and every series' mark in the next."""
-        self.chain.mine_at(timestamp)
+        """Push spot, IV and every series' mark in one block at `timestamp`."""
         rounds = []
         for u in UNDERLYINGS:
             rounds.append(self._round(self.dep.contracts[f"{u}_USD"], spot[u], f"{u}/USD round"))
@@ -170,7 +222,7 @@ class MarketDriver:
             mark = float(black_scholes(spot[s.underlying], s.strike, t_left, RISK_FREE_RATE,
                                        iv[s.underlying], s.is_call).price)
             rounds.append(self._round(s.mark_feed, max(mark, 0.0), "option mark"))
-        self.pump.send_in_one_block(self.chain, rounds)
+        self.pump.send_in_one_block(self.chain, rounds, timestamp)
 
     def settle_expired(self, timestamp: int, holdings: Mapping[ChecksumAddress, Sequence[int]]
                        ) -> list[tuple[ChecksumAddress, int]]:

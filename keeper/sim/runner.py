@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from eth_typing import ChecksumAddress
 from web3 import Web3
-from web3.providers.rpc import HTTPProvider
 
 from keeper.chain.convert import to_vault_state
 from keeper.chain.reader import SnapshotReader
 from keeper.chain.snapshot import VaultSnapshot, wad_to_float
-from keeper.devnet.anvil import Anvil, anvil_path
+from keeper.devnet.anvil import Anvil, anvil_path, devnet_web3
 from keeper.devnet.deploy import UNDERLYINGS, VAULT_SPECS, Deployment, deploy_everything
 from keeper.devnet.local import LocalChain, local_chain
 from keeper.devnet.market import WARMUP_HOURLY_VOL
@@ -114,6 +113,16 @@ class World:
         self.snapshot_id = self.chain.snapshot()
         self.driver.reset()  # also forgets the shared pump's nonces
 
+    def read_if_changed(self, snaps: dict[ChecksumAddress, VaultSnapshot], seen: int
+                        ) -> tuple[dict[ChecksumAddress, VaultSnapshot], int]:
+        """The vaults' snapshots at the head, read again only if a block since `seen` holds a
+        transaction: otherwise only time moved (a few empty blocks, seconds of accrual), and
+        the reading at `seen` stands. Returns the snapshots and the block they were read at."""
+        head = int(self.w3.eth.block_number)
+        if head == seen or not any(self.pump.tx_counts(range(seen + 1, head + 1))):
+            return snaps, seen
+        return self.reader.read(list(self.dep.vaults), head), head
+
 
 def chain_kind(requested: str, rpc_url: str | None) -> str:
     """'rpc' with a URL; else 'anvil' when the binary is installed, else the in-process chain."""
@@ -152,7 +161,7 @@ def _rpc(w3: Web3, method: str, *params: object) -> Any:
 def _connect(url: str) -> Web3:
     from keeper.chain.connect import mask_rpc_url
 
-    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+    w3 = devnet_web3(url)
     try:
         w3.eth.chain_id  # noqa: B018 - the reachability check
     except Exception as exc:  # any transport failure: one line, the URL masked
@@ -277,10 +286,11 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
             clock: SimClock) -> PathRun:
     vaults = list(world.dep.vaults)
     symbols = service.symbols
-    first = world.reader.read(vaults, int(world.w3.eth.block_number))
-    runs = {v: VaultRun(world.names[v], v, bands_of(first[v])) for v in vaults}
+    seen = int(world.w3.eth.block_number)
+    snaps = world.reader.read(vaults, seen)
+    runs = {v: VaultRun(world.names[v], v, bands_of(snaps[v])) for v in vaults}
     for v in vaults:
-        runs[v].observations.append(observe(first[v], symbols, 0, PHASE_END))
+        runs[v].observations.append(observe(snaps[v], symbols, 0, PHASE_END))
     run = PathRun(path.name, path_index, path.seed, policy.name, order, path.step_s, 0.0,
                   vaults=list(runs.values()))
     first_block = int(world.w3.eth.block_number)
@@ -294,12 +304,12 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
         run.market.append(MarketStep(k, ts, spot, iv, fee))
         with watch.part("chain"):
             world.driver.push(ts, spot, iv)
-            snaps = world.reader.read(vaults, int(world.w3.eth.block_number))
+            snaps, seen = world.read_if_changed(snaps, seen)
             holdings = {v: [o.series_id for o in s.options if o.size != 0 and o.expiry <= ts]
                         for v, s in snaps.items()}
             if any(holdings.values()):
                 world.driver.settle_expired(ts, holdings)
-                snaps = world.reader.read(vaults, int(world.w3.eth.block_number))
+                snaps, seen = world.read_if_changed(snaps, seen)
         for v in vaults:
             runs[v].observations.append(observe(snaps[v], symbols, k, PHASE_ORACLE))
         actors = ("liquidator", "policy") if order == "liquidator-first" else (
@@ -308,7 +318,7 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
             if actor == "liquidator":
                 with watch.part("chain"):
                     if i > 0:
-                        snaps = world.reader.read(vaults, int(world.w3.eth.block_number))
+                        snaps, seen = world.read_if_changed(snaps, seen)
                     if any(liquidatable(s) for s in snaps.values()):
                         world.driver.anchor_base_fee(fee)
                         for v, recs in world.liquidator.act(k, snaps).items():
@@ -319,9 +329,10 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
                 with watch.part("policy"), _mining_on_sleep(world, clock):
                     for v, recs in policy.act(k, spot["ETH"]).items():
                         runs[v].actions.extend(recs)
-        end = world.reader.read(vaults, int(world.w3.eth.block_number))
+        with watch.part("chain"):
+            snaps, seen = world.read_if_changed(snaps, seen)
         for v in vaults:
-            runs[v].observations.append(observe(end[v], symbols, k, PHASE_END))
+            runs[v].observations.append(observe(snaps[v], symbols, k, PHASE_END))
         if on_step is not None:
             on_step()
     run.blocks_per_step = (int(world.w3.eth.block_number) - first_block) / max(1, path.n_steps)
