@@ -133,8 +133,8 @@ contract OptionMarket is IOptionMarket, Ownable, ReentrancyGuard {
         Series storage s = _existing(seriesId);
         if (block.timestamp < s.expiry) revert OptionMarketNotExpired(seriesId, s.expiry);
         if (s.settlementPrice == 0) {
-            (uint256 price, uint256 updatedAt) = Oracle.latestWad(AggregatorV3Interface(s.spotFeed), s.spotDecimals);
-            if (updatedAt < s.expiry || price == 0) revert OptionMarketSettlementPriceStale(seriesId, updatedAt, s.expiry);
+            (uint256 price, uint256 updatedAt) = _expiryPrice(s);
+            if (price == 0) revert OptionMarketSettlementPriceStale(seriesId, updatedAt, s.expiry);
             s.settlementPrice = price;
             emit SettlementPriceSet(seriesId, price);
         }
@@ -186,19 +186,40 @@ contract OptionMarket is IOptionMarket, Ownable, ReentrancyGuard {
     }
 
     /// @notice The series' mark (USD WAD per unit) and its timestamp; after expiry, the intrinsic
-    ///         value at the settlement (or latest spot) price. Never reverts for a known series.
+    ///         value at the settlement price (the spot feed's first round at or after expiry;
+    ///         the latest spot until there is one). Never reverts for a known series.
     function markPrice(uint256 seriesId) external view returns (uint256 price, uint256 updatedAt) {
         return _markPrice(_existing(seriesId));
     }
 
     function _markPrice(Series storage s) private view returns (uint256 price, uint256 updatedAt) {
         if (block.timestamp >= s.expiry) {
-            uint256 spot = s.settlementPrice;
-            if (spot == 0) (spot, updatedAt) = Oracle.latestWad(AggregatorV3Interface(s.spotFeed), s.spotDecimals);
-            else updatedAt = block.timestamp;
-            return (_intrinsic(s, spot), updatedAt);
+            (uint256 spot, uint256 at) = _expiryPrice(s);
+            if (spot == 0) (spot, at) = Oracle.latestWad(AggregatorV3Interface(s.spotFeed), s.spotDecimals);
+            return (_intrinsic(s, spot), at);
         }
         return Oracle.latestWad(AggregatorV3Interface(s.markFeed), s.markDecimals);
+    }
+
+    /// @dev The settlement price: the fixed one, else the spot feed's first round at or after
+    ///      expiry (its answer and time), found by bisection over round ids — the bundled feeds
+    ///      number rounds 1..latestRound with non-decreasing times — so the price does not depend
+    ///      on when somebody settles. (0, latest time) while no such round exists yet.
+    function _expiryPrice(Series storage s) private view returns (uint256 price, uint256 updatedAt) {
+        if (s.settlementPrice != 0) return (s.settlementPrice, s.expiry);
+        AggregatorV3Interface feed = AggregatorV3Interface(s.spotFeed);
+        (uint80 hi,,, uint256 latestAt,) = feed.latestRoundData();
+        if (hi == 0 || latestAt < s.expiry) return (0, latestAt);
+        uint80 lo = 1;
+        while (lo < hi) {
+            uint80 mid = lo + (hi - lo) / 2;
+            (,,, uint256 at,) = feed.getRoundData(mid);
+            if (at >= s.expiry) hi = mid;
+            else lo = mid + 1;
+        }
+        int256 answer;
+        (, answer,, updatedAt,) = feed.getRoundData(lo);
+        price = answer > 0 ? Oracle.toWad(uint256(answer), s.spotDecimals) : 0;
     }
 
     /// @notice What `account`'s position in `seriesId` is worth (USD WAD, latest prices): longs
@@ -214,6 +235,10 @@ contract OptionMarket is IOptionMarket, Ownable, ReentrancyGuard {
         if (s.isCall) {
             (uint256 spot,) = Oracle.latestWad(AggregatorV3Interface(s.spotFeed), s.spotDecimals);
             lockedUsd = p.collateral.mulDiv(spot, 10 ** s.underlyingDecimals);
+            // After expiry the short call owes underlying worth the intrinsic at the expiry
+            // price; that many tokens are worth today's spot.
+            (uint256 atExpiry,) = block.timestamp >= s.expiry ? _expiryPrice(s) : (uint256(0), uint256(0));
+            if (atExpiry > 0) markValue = markValue.mulDiv(spot, atExpiry);
         } else {
             lockedUsd = Oracle.toWad(p.collateral, usdcDecimals);
         }

@@ -51,6 +51,8 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     bytes32 private constant KIND_REBALANCE = "rebalance";
     bytes32 private constant KIND_HEDGE = "hedge";
     bytes32 private constant KIND_DELEVERAGE = "deleverage";
+    bytes32 private constant KIND_REPAY = "repay";
+    uint256 private constant REPAY_ROUNDING_UNITS = 10;
 
     // ---------------------------------------------------------------- storage
     struct AssetConfig {
@@ -115,6 +117,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         usdc_.forceApprove(address(swapVenue_), type(uint256).max);
         usdc_.forceApprove(address(perps_), type(uint256).max);
         usdc_.forceApprove(address(options_), type(uint256).max);
+        usdc_.forceApprove(address(pool_), type(uint256).max);
         emit MandateUpdated(Mandate(0, 0, 0, 0, 0, 0, 0, 0, 0), mandate_);
     }
 
@@ -248,6 +251,28 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         }
         lossBudget += _tradePerps(perpLegs, true);
         _end(KIND_DELEVERAGE, before, lossBudget, 0, true);
+    }
+
+    /// @notice Reduce lending risk without selling: withdraw `marginWithdraw` USDC of surplus
+    ///         perp margin into the vault (the perp market refuses to go below initial margin),
+    ///         then repay up to `repayAmount` of the vault's debt from idle USDC. Allowed while
+    ///         paused; must strictly improve health. The cash only moves between the vault and
+    ///         its own venue accounts.
+    function repayDebt(uint256 marginWithdraw, uint256 repayAmount, uint256 deadline)
+        external
+        onlyRole(KEEPER_ROLE)
+        nonReentrant
+    {
+        if (repayAmount == 0) revert VaultEmptyAction();
+        (State memory before,) = _begin(deadline, 0);
+        if (marginWithdraw > 0) perps.withdrawMargin(marginWithdraw);
+        uint256 idle = _usdc.balanceOf(address(this));
+        uint256 amount = Math.min(Math.min(repayAmount, idle), before.debt);
+        if (amount == 0) revert VaultEmptyAction();
+        pool.repay(amount, address(this));
+        // NAV is unchanged but for rounding: the pool's scaled debt and the funding settled on
+        // withdrawal each round by a unit or two.
+        _end(KIND_REPAY, before, REPAY_ROUNDING_UNITS, 0, true);
     }
 
     // ================================================================ views

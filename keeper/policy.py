@@ -5,12 +5,16 @@ Rules, in order, per vault:
 1. **Stale data** — any price or implied-vol feed of the vault older than
    ``market.max_staleness_s``: no action at all (logged with the oldest age).
 2. **Deleverage** — binding health (min of lending and perp margin health) below
-   ``mandate.min_health``: sell collateral pro rata (proceeds repay debt) until lending health is
-   back at ``min_health + deleverage buffer`` assuming the worst accepted fill (swap fee +
-   ``max_slippage_bps``), and/or cut every perp pro rata until perp health is back there; a
-   short perp cut is matched by a sale of the same spot amount, so the hedge ratio is kept.
-   Urgency HIGH, CRITICAL below ``critical_health``. Never skipped for cost, allowed when paused.
-   A deleveraging vault gets nothing else this cycle; the next cycle sees the new state.
+   ``mandate.min_health``, the cheapest safe lever first: when lending binds, a REPAY of debt
+   from idle cash and then from perp margin above its target (only posted cash); when perps
+   bind, idle cash posted as margin (up to the margin target: survive the design rise at the
+   re-lever threshold); then, for what cash cannot cure, sell collateral pro rata (proceeds
+   repay debt) until lending health is back at ``min_health + deleverage buffer`` at the worst
+   accepted fill, and/or cut every perp pro rata until perp health is back there; a short perp
+   cut is matched by a sale of the same spot amount, so the hedge ratio is kept. Urgency HIGH,
+   CRITICAL below ``critical_health``. Never skipped for cost, allowed when paused. A
+   deleveraging vault gets nothing else this cycle (but a later action of the tick is decided
+   again on a fresh read once the first has mined).
 3. **Paused** — nothing but deleverage.
 4. **Rebalance** — leverage (spot collateral / NAV) outside ``target ± max(abs, rel × target)``,
    target = the most conservative of vol targeting, CPPI, fractional Kelly, ``max_leverage``,
@@ -22,7 +26,14 @@ Rules, in order, per vault:
    ``hedge_target × NAV`` split by spot exposure; underlyings outside their no-trade band
    (max of the mandate's ``hedge_band`` and the Whalley–Wilmott width) are traded back to the
    target with perps, scaled down if the perp margin health would fall below
-   ``min_health + rebalance buffer``; sent only if the benefit beats gas + perp fees.
+   ``min_health + rebalance buffer`` or, when a position grows, the perp market's initial
+   margin — posting idle cash the rebalance does not spend as margin in the same call; sent
+   only if the benefit beats gas + perp fees. A rebalance and a hedge due together are one
+   ``rebalance`` call (margin first, buys borrow the rest, perps on the rebalanced book).
+6. **Settle** — every expired series the vault still holds (`settlements`), first.
+7. **No re-levering into a falling market** — no leverage increase while a held underlying
+   fell more than ``relever_max_fall`` over ``trend_lookback_s``; the target itself uses the
+   larger of the forecast and the implied vol, and the stress is never below the design gap.
 
 Expected benefit model (USD, over ``params.horizon_s``): the certainty-equivalent cost of
 carrying a USD exposure error vector e against the target, ``κ·h/(2·NAV) · eᵀΣe`` with Σ the
@@ -62,6 +73,8 @@ logger = logging.getLogger(__name__)
 
 #: Legs smaller than this (token units) are rounding noise, not trades.
 MIN_LEG_UNITS: float = 1e-12
+#: Cash moves below one cent are rounding noise too.
+MIN_CASH_USD: float = 0.01
 
 DEFAULT_PARAMS = PolicyParams()
 
@@ -72,6 +85,7 @@ __all__ = [
     "assess_batch",
     "decide",
     "decide_batch",
+    "settlements",
 ]
 
 
@@ -207,7 +221,12 @@ def _common(a: Assessment, r: Rows, v: int) -> dict[str, InputValue]:
     return out
 
 
-def _deleverage(a: Assessment, r: Rows, v: int, params: PolicyParams, costs: Costs) -> Action:
+def _deleverage(
+    a: Assessment, r: Rows, v: int, params: PolicyParams, costs: Costs
+) -> list[Action]:
+    """The cheapest safe levers first: REPAY (idle cash and surplus perp margin pay down debt)
+    when lending binds; then, for what cash cannot cure, a DELEVERAGE that posts idle cash as
+    perp margin, sells collateral and cuts perps."""
     binding, min_h = r["binding_health"][v], r["mandate.min_health"][v]
     inputs = _common(a, r, v)
     inputs.update(
@@ -217,21 +236,50 @@ def _deleverage(a: Assessment, r: Rows, v: int, params: PolicyParams, costs: Cos
             "perp_health_after": r["delev_perp_after"][v],
             "worst_fill_bps": costs.swap_fee_bps + r["mandate.max_slippage_bps"][v],
             "cost_usd": r["delev_cost"][v],
+            "margin_target_usd": r["margin_target"][v],
+            "repay_usd": r["delev_repay"][v],
+            "margin_top_up_usd": r["delev_top_up"][v],
         }
     )
     venues = [name for name in ("lending", "perp") if r[f"{name}_health"][v] < min_h]
     urgency = Urgency.CRITICAL if binding < params.critical_health else Urgency.HIGH
-    return Action(
-        kind=ActionKind.DELEVERAGE,
-        vault=r["book.addresses"][v],
-        urgency=urgency,
-        expected_benefit_usd=r["delev_benefit"][v],
-        expected_cost_usd=r["delev_cost"][v],
-        reason=f"{'+'.join(venues)} health {binding:.3f} < min {min_h:.3f}",
-        inputs=MappingProxyType(inputs),
-        spot_legs=_legs(a, r, "delev_spot", v),
-        perp_legs=_legs(a, r, "delev_perp", v),
-    )
+    reason = f"{'+'.join(venues)} health {binding:.3f} < min {min_h:.3f}"
+    out: list[Action] = []
+    repay, withdraw = r["delev_repay"][v], r["delev_margin_withdraw"][v]
+    if repay > MIN_CASH_USD:
+        out.append(
+            Action(
+                kind=ActionKind.REPAY,
+                vault=r["book.addresses"][v],
+                urgency=urgency,
+                expected_benefit_usd=r["delev_benefit"][v],
+                expected_cost_usd=costs.gas_price_usd_per_gas * costs.gas_units_hedge,
+                reason=f"{reason}: repay ${repay:,.0f} from cash"
+                + (f" (${withdraw:,.0f} of it surplus perp margin)" if withdraw > 0 else ""),
+                inputs=MappingProxyType(inputs),
+                margin_usd=-withdraw if withdraw > MIN_CASH_USD else 0.0,
+                repay_usd=repay,
+            )
+        )
+    spot, perp = _legs(a, r, "delev_spot", v), _legs(a, r, "delev_perp", v)
+    top_up = r["delev_top_up"][v]
+    if spot or perp or top_up > MIN_CASH_USD:
+        out.append(
+            Action(
+                kind=ActionKind.DELEVERAGE,
+                vault=r["book.addresses"][v],
+                urgency=urgency,
+                expected_benefit_usd=r["delev_benefit"][v],
+                expected_cost_usd=r["delev_cost"][v],
+                reason=reason
+                + (f": ${top_up:,.0f} of cash into perp margin" if top_up > MIN_CASH_USD else ""),
+                inputs=MappingProxyType(inputs),
+                spot_legs=spot,
+                perp_legs=perp,
+                margin_usd=top_up if top_up > MIN_CASH_USD else 0.0,
+            )
+        )
+    return out
 
 
 def _rebalance(a: Assessment, r: Rows, v: int) -> Action:
@@ -277,6 +325,8 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
             "hedge_target": r["mandate.hedge_target"][v],
             "hedge_scale": r["hedge_scale"][v],
             "cost_usd": r["hedge_cost"][v],
+            "margin_top_up_usd": r["hedge_top_up"][v],
+            "margin_target_usd": r["margin_target"][v],
         }
     )
     has, price = r["book.has"][v], r["book.price"][v]
@@ -304,7 +354,49 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
         reason=f"net delta off target by {worst_ratio:.2f}× the band ({worst})",
         inputs=MappingProxyType(inputs),
         perp_legs=_legs(a, r, "hedge_legs", v),
+        margin_usd=r["hedge_top_up"][v] if r["hedge_top_up"][v] > MIN_CASH_USD else 0.0,
     )
+
+
+def _rebalance_and_hedge(rebalance: Action, hedge: Action) -> Action:
+    """One call for both: the contract posts the hedge's margin first, the buys borrow what
+    idle cash no longer covers, and the perps trade on the rebalanced book — nothing is built
+    from a read the first transaction made stale."""
+    inputs = dict(rebalance.inputs)
+    inputs.update({f"hedge.{k}": val for k, val in hedge.inputs.items() if k not in inputs})
+    return Action(
+        kind=ActionKind.REBALANCE,
+        vault=rebalance.vault,
+        urgency=max(rebalance.urgency, hedge.urgency),
+        expected_benefit_usd=rebalance.expected_benefit_usd + hedge.expected_benefit_usd,
+        expected_cost_usd=rebalance.expected_cost_usd + hedge.expected_cost_usd,
+        reason=f"{rebalance.reason}; and {hedge.reason}",
+        inputs=MappingProxyType(inputs),
+        spot_legs=rebalance.spot_legs,
+        perp_legs=hedge.perp_legs,
+        margin_usd=hedge.margin_usd,
+    )
+
+
+def settlements(
+    vault: str, options: Sequence[tuple[int, int, float]], now: int
+) -> list[Action]:
+    """SETTLE every expired series the vault still holds (``options``: series id, expiry, signed
+    size): settling frees the locked collateral and ends the series' marking at the latest spot.
+    The contract settles at the expiry price whenever it is called; never cost-gated."""
+    return [
+        Action(
+            kind=ActionKind.SETTLE,
+            vault=vault,
+            urgency=Urgency.NORMAL,
+            expected_benefit_usd=0.0,
+            expected_cost_usd=0.0,
+            reason=f"series {sid} expired at {expiry}",
+            series_id=sid,
+        )
+        for sid, expiry, size in options
+        if size != 0 and expiry <= now
+    ]
 
 
 def _why_not(r: Rows, v: int) -> str:
@@ -315,6 +407,8 @@ def _why_not(r: Rows, v: int) -> str:
     reasons = []
     if not r["rebalance_out"][v]:
         reasons.append("leverage inside band")
+    elif r["relever_blocked"][v]:
+        reasons.append("rebalance: no re-levering while the market falls")
     elif not r["slippage_ok"][v]:
         reasons.append("rebalance: expected slippage above mandate max")
     else:
@@ -358,12 +452,13 @@ def _all_actions(a: Assessment, params: PolicyParams, costs: Costs) -> list[list
             continue
         actions = out[v]
         if r["deleverage"][i]:
-            actions.append(_deleverage(a, r, i, params, costs))
-        else:
-            if r["rebalance"][i]:
-                actions.append(_rebalance(a, r, i))
-            if r["hedge"][i]:
-                actions.append(_hedge(a, r, i))
+            actions.extend(_deleverage(a, r, i, params, costs))
+        elif r["rebalance"][i] and r["hedge"][i]:
+            actions.append(_rebalance_and_hedge(_rebalance(a, r, i), _hedge(a, r, i)))
+        elif r["rebalance"][i]:
+            actions.append(_rebalance(a, r, i))
+        elif r["hedge"][i]:
+            actions.append(_hedge(a, r, i))
         if actions and info:
             for act in actions:
                 logger.info(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -25,14 +25,16 @@ from keeper.chain.snapshot import VaultSnapshot
 from keeper.clock import Clock
 from keeper.errors import KeeperError, StaleDataError
 from keeper.journal import Journal
-from keeper.policy import decide_batch
-from keeper.risk.actions import Action
+from keeper.policy import decide_batch, settlements
+from keeper.risk.actions import Action, ActionKind
 from keeper.risk.types import Costs, MarketView, histories_from
 from keeper.tx.builder import build_call
 from keeper.tx.fees import fetch_fee_inputs
 from keeper.tx.sender import Outcome, Submitted, TxSender
 
 logger = logging.getLogger(__name__)
+
+Snapshots = dict[ChecksumAddress, VaultSnapshot]
 
 #: Annualised risk-free rate for option greeks: the lending pool's USDC rate is the fair proxy.
 RISK_FREE_RATE = 0.05
@@ -217,9 +219,11 @@ class KeeperService:
         decided = decide_batch(states, mandates, market, costs)
         busy = {i.vault for i in self.journal.unfinished_intents()}
         queues: dict[ChecksumAddress, list[Action]] = {}
-        for vault, actions in zip(order, decided, strict=True):
-            report.actions[vault] = actions
+        for vault, risk_actions in zip(order, decided, strict=True):
             snap = snaps[vault]
+            expired = [(o.series_id, o.expiry, o.size) for o in snap.options]
+            actions = settlements(vault, expired, snap.timestamp) + risk_actions
+            report.actions[vault] = actions
             if not actions:
                 logger.info(
                     "vault %s block %d: no action (health %.3f, leverage %.3f)",
@@ -232,7 +236,18 @@ class KeeperService:
                 logger.warning("vault %s: a transaction is still in flight; no new action", vault)
             else:
                 queues[vault] = list(actions)
-        self._act_in_waves(tick_id, report, snaps, queues, started)
+
+        def redecide(fresh: Snapshots) -> dict[ChecksumAddress, list[Action]]:
+            vs = list(fresh)
+            again = decide_batch(
+                [to_vault_state(fresh[v], self.symbols) for v in vs],
+                [to_mandate(fresh[v]) for v in vs],
+                market,
+                costs,
+            )
+            return dict(zip(vs, again, strict=True))
+
+        self._act_in_waves(tick_id, report, snaps, queues, started, redecide)
 
     def _act_in_waves(
         self,
@@ -241,10 +256,13 @@ class KeeperService:
         snaps: dict[ChecksumAddress, VaultSnapshot],
         queues: dict[ChecksumAddress, list[Action]],
         started: float,
+        redecide: Callable[[Snapshots], dict[ChecksumAddress, list[Action]]],
     ) -> None:
         """Each wave submits the next action of every vault (nonces in order), then awaits them
-        all: one block can carry every vault's deleverage. Within a vault the order is kept — a
-        hedge computed on the post-rebalance book goes out only once the rebalance has mined."""
+        all: one block can carry every vault's deleverage. A vault with more to do after its
+        action mined is read again at the new head and decided again — every later action of a
+        tick is built from a fresh read — skipping kinds it already sent this tick."""
+        sent: dict[ChecksumAddress, set[ActionKind]] = {}
         while queues:
             if self.clock.now() - started > self.tick_deadline_s:
                 left = sum(len(q) for q in queues.values())
@@ -257,6 +275,7 @@ class KeeperService:
             in_flight: list[tuple[ChecksumAddress, Submitted]] = []
             for vault in list(queues):
                 action = queues[vault].pop(0)
+                sent.setdefault(vault, set()).add(action.kind)
                 if not queues[vault]:
                     del queues[vault]
                 submitted = self._act(tick_id, report.block, snaps[vault], action)
@@ -266,11 +285,24 @@ class KeeperService:
                     report.outcomes.append(submitted)
                     if submitted.status != "dry_run":
                         queues.pop(vault, None)  # later actions assumed this one happened
+            landed: list[ChecksumAddress] = []
             for vault, sub in in_flight:
                 outcome = self.sender.confirm(sub)
                 report.outcomes.append(outcome)
                 if outcome.status != "mined":
                     queues.pop(vault, None)
+                elif vault in queues:
+                    landed.append(vault)
+            if landed:
+                fresh = self.reader.read(landed, int(self.w3.eth.block_number))
+                snaps.update(fresh)
+                again = redecide(fresh)
+                for vault in landed:
+                    rest = [a for a in again.get(vault, []) if a.kind not in sent[vault]]
+                    if rest:
+                        queues[vault] = rest
+                    else:
+                        queues.pop(vault, None)
 
     def _act(
         self, tick_id: int, block: int, snap: VaultSnapshot, action: Action

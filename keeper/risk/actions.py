@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 class ActionKind(enum.Enum):
-    """The three things a keeper may do to a vault."""
+    """The things a keeper may do to a vault."""
 
     #: Sell collateral to repay debt and/or cut perp size; restores health; never cost-gated.
     DELEVERAGE = "deleverage"
@@ -20,6 +20,10 @@ class ActionKind(enum.Enum):
     REBALANCE = "rebalance"
     #: Trade perps so that net delta per underlying returns to the mandate's target.
     HEDGE = "hedge"
+    #: Repay debt from idle cash and surplus perp margin (no sale); restores lending health.
+    REPAY = "repay"
+    #: Settle an expired option series the vault still holds (at the expiry price).
+    SETTLE = "settle"
 
 
 class Urgency(enum.IntEnum):
@@ -41,6 +45,9 @@ class Action:
     ``spot_legs``: per asset, signed change of lending collateral in token units (negative =
     sell collateral and repay debt with the proceeds; positive = borrow USDC, buy and deposit).
     ``perp_legs``: per underlying, signed change of perp size in underlying units.
+    ``margin_usd``: USDC moved from idle cash into perp margin (negative: surplus margin
+    withdrawn into the vault); ``repay_usd``: debt repaid from idle cash (REPAY);
+    ``series_id``: the option series a SETTLE settles.
     The transaction layer converts magnitudes with :func:`keeper.risk.units.to_units`, flooring
     what is sold or sent.
     """
@@ -56,6 +63,9 @@ class Action:
     inputs: Mapping[str, InputValue] = field(default_factory=dict)
     spot_legs: Mapping[str, float] = field(default_factory=dict)
     perp_legs: Mapping[str, float] = field(default_factory=dict)
+    margin_usd: float = 0.0
+    repay_usd: float = 0.0
+    series_id: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("inputs", "spot_legs", "perp_legs"):

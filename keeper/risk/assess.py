@@ -77,8 +77,14 @@ class Assessment:
     delev_perp_after: FloatArray
     delev_benefit: FloatArray
     delev_cost: FloatArray
+    #: USD: idle cash into perp margin; debt repaid from idle and perp margin; margin withdrawn.
+    delev_top_up: FloatArray
+    delev_repay: FloatArray
+    delev_margin_withdraw: FloatArray
+    margin_target: FloatArray
     rebalance_band: FloatArray
     rebalance_out: BoolArray
+    relever_blocked: BoolArray
     rebalance: BoolArray
     rebalance_benefit: FloatArray
     rebalance_cost: FloatArray
@@ -88,6 +94,7 @@ class Assessment:
     hedge_scale: FloatArray
     hedge_benefit: FloatArray
     hedge_cost: FloatArray
+    hedge_top_up: FloatArray
     can_trade: BoolArray
     # --- (V, U) ------------------------------------------------------------------------
     sigma: FloatArray
@@ -146,6 +153,28 @@ def _p_below_one(health: FloatArray, vol_h: FloatArray) -> FloatArray:
     return np.where(np.isinf(health), 0.0, p)
 
 
+def margin_requirements(
+    size: FloatArray, price: FloatArray, mm_frac: FloatArray, keep_health: FloatArray,
+    params: PolicyParams,
+) -> tuple[FloatArray, FloatArray]:
+    """(V,) USD equity a perp book of signed ``size`` (V, U) needs: (initial, target).
+
+    initial — the market's initial margin (``initial_margin_multiple`` × maintenance) plus
+    ``margin_buffer``; target — at least that, and enough for perp health to stay at
+    ``keep_health`` after the design move against every position at once (shorts: up by
+    ``design_rise``; longs: down by ``design_gap``): Σ |S|·P·move + keep · Σ |S|·P·(1 ± move)·mm.
+    """
+    notional = np.abs(size) * price
+    maint = (notional * mm_frac).sum(axis=1)
+    initial = maint * params.initial_margin_multiple * (1.0 + params.margin_buffer)
+    move = np.where(size < 0, params.design_rise, np.where(size > 0, params.design_gap, 0.0))
+    after = np.where(size < 0, 1.0 + move, 1.0 - move)
+    stressed = (notional * move).sum(axis=1) + keep_health * (notional * after * mm_frac).sum(
+        axis=1
+    )
+    return initial, np.maximum(initial, stressed)
+
+
 def assess_book(
     book: Book, market: MarketView, forecast: MarketForecast, costs: Costs, params: PolicyParams
 ) -> Assessment:
@@ -177,6 +206,11 @@ def assess_book(
             nav > 0, coll_value / np.where(nav > 0, nav, 1.0), np.where(coll_value > 0, np.inf, 0.0)
         )
     binding = np.minimum(lending, perp)
+    idle = np.maximum(book.idle_usdc, 0.0)
+    thr = m["min_health"] + params.rebalance_health_buffer
+    margin_im, margin_target = margin_requirements(book.perp_size, price, mm_frac, thr, params)
+    # Idle cash the perp book needs to reach its margin target is not spent on spot.
+    margin_reserve = np.clip(margin_target - equity, 0.0, idle)
 
     # Greeks: every option of every vault in one call.
     gamma = np.zeros(has.shape)
@@ -200,7 +234,9 @@ def assess_book(
     # Volatility, correlation, covariance per vault.
     names = book.underlyings
     fc_vol = np.array([forecast.vols[u].vol if u in forecast.vols else np.nan for u in names])
-    sigma = np.where(has, np.where(np.isnan(fc_vol), book.iv, fc_vol), 0.0)
+    # The larger of the history's forecast and the implied vol: the market's own forward view
+    # keeps leverage cut until it has calmed too (a flat tape after a gap reads as no vol).
+    sigma = np.where(has, np.where(np.isnan(fc_vol), book.iv, np.maximum(fc_vol, book.iv)), 0.0)
     vol_methods = tuple(
         forecast.vols[u].method.value if u in forecast.vols else "implied" for u in names
     )
@@ -218,7 +254,8 @@ def assess_book(
     drifts = np.array([forecast.expected_returns.get(u, np.nan) for u in names])
     excess = np.nansum(weights * drifts, axis=1) - market.risk_free_rate
     missing_drift = np.any(has & np.isnan(drifts), axis=1)
-    lending_equity = coll_value - debt + (book.idle_usdc if params.fund_buys_from_idle else 0.0)
+    spendable = idle - margin_reserve if params.fund_buys_from_idle else 0.0
+    lending_equity = coll_value - debt + spendable
     lev_vol = vol_target_leverage(m["target_vol"], basket_vol)
     lev_cppi = cppi_leverage(nav, hwm, m["cppi_floor"], m["cppi_multiplier"])
     lev_kelly = kelly_leverage(
@@ -250,22 +287,44 @@ def assess_book(
     lend_low = lending < min_h
     perp_low = perp < min_h
     deleverage = ~stale & (lend_low | perp_low)
+    total_notional = notional.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        den = h_t * coll_value * (1.0 - swap_worst) - lt_value
-        f = np.where(den > 0, (h_t * debt - lt_value) / np.where(den > 0, den, 1.0), 1.0)
-        f = np.where(lend_low, np.clip(f, 0.0, 1.0), 0.0)
-        rem = debt - f * coll_value * (1.0 - swap_worst)
-        lending_after = np.where(rem > 0, lt_value * (1 - f) / np.where(rem > 0, rem, 1), np.inf)
-        total_notional = notional.sum(axis=1)
+        # Perp venue below min health: idle cash into margin first (up to the margin target, so
+        # a trend does not bring it back next hour), then cut what cash cannot cure.
+        need_h = np.maximum(0.0, h_t * maint - equity)
+        delev_top_up = np.where(
+            perp_low, np.minimum(idle, np.maximum(need_h, margin_target - equity)), 0.0
+        )
+        equity_d = equity + delev_top_up
         den_p = h_t * maint - total_notional * perp_fee
-        gcut = np.where(den_p > 0, (h_t * maint - equity) / np.where(den_p > 0, den_p, 1), 1.0)
+        gcut = np.where(den_p > 0, (h_t * maint - equity_d) / np.where(den_p > 0, den_p, 1), 1.0)
         gcut = np.where(perp_low, np.clip(gcut, 0.0, 1.0), 0.0)
         left = (1.0 - gcut) * maint
         perp_after = np.where(
             left > 0,
-            (equity - gcut * total_notional * perp_fee) / np.where(left > 0, left, 1.0),
+            (equity_d - gcut * total_notional * perp_fee) / np.where(left > 0, left, 1.0),
             np.inf,
         )
+        # Lending venue below min health: repay from idle cash, then from perp margin above its
+        # target (a hedge's profit), and sell collateral only for what is left.
+        need_r = np.where(lend_low, np.maximum(0.0, debt - lt_value / h_t), 0.0)
+        from_idle = np.minimum(idle - delev_top_up, need_r)
+        # Only posted cash can be withdrawn (unrealised profit stays in the position).
+        surplus = np.where(
+            perp_low, 0.0, np.clip(equity - margin_target, 0.0, np.maximum(book.margin, 0.0))
+        )
+        from_margin = np.minimum(surplus, need_r - from_idle)
+        # Cash alone when it cures; otherwise one deleverage that cures in one transaction (a
+        # breach is no time for two: the second waited on the fee cap after a gap).
+        cures = from_idle + from_margin >= need_r * (1.0 - 1e-9)
+        repay = np.where(lend_low & cures, from_idle + from_margin, 0.0)
+        from_margin = np.where(cures, from_margin, 0.0)
+        debt_r = debt - repay
+        den = h_t * coll_value * (1.0 - swap_worst) - lt_value
+        f = np.where(den > 0, (h_t * debt_r - lt_value) / np.where(den > 0, den, 1.0), 1.0)
+        f = np.where(lend_low & (h_t * debt_r > lt_value * (1 + 1e-12)), np.clip(f, 0.0, 1.0), 0.0)
+        rem = debt_r - f * coll_value * (1.0 - swap_worst)
+        lending_after = np.where(rem > 0, lt_value * (1 - f) / np.where(rem > 0, rem, 1), np.inf)
     cur_w = np.where(
         coll_value[:, None] > 0,
         coll_usd / np.where(coll_value > 0, coll_value, 1.0)[:, None],
@@ -283,8 +342,10 @@ def assess_book(
     # The proceeds repay debt, so this only ever raises lending health.
     short_cut = np.where(book.perp_size < 0, gcut[:, None] * -book.perp_size, 0.0) * has
     hedge_sell = np.minimum(short_cut, book.coll * (1.0 - f[:, None])) * has
+    sells_or_cuts = (f > 0) | (gcut > 0) | (delev_top_up > 0)
+    delev_txs = (repay > 0).astype(np.float64) + sells_or_cuts.astype(np.float64)
     delev_cost = (
-        costs.gas_price_usd_per_gas * costs.gas_units_deleverage
+        costs.gas_price_usd_per_gas * costs.gas_units_deleverage * delev_txs
         + f * coll_value * swap_exp
         + gcut * total_notional * perp_fee
         + (hedge_sell * price).sum(axis=1) * swap_exp
@@ -306,7 +367,10 @@ def assess_book(
         costs.gas_price_usd_per_gas * costs.gas_units_rebalance + np.abs(err).sum(axis=1) * swap_exp
     )
     slippage_ok = costs.swap_slippage_bps <= m["max_slippage_bps"]
-    rebalance = can_trade & out & slippage_ok & (reb_benefit > reb_cost)
+    recent = np.array([forecast.recent_returns.get(u, 0.0) for u in names])
+    falling = np.any(has & (recent < -params.relever_max_fall), axis=1)
+    relever_blocked = falling & (target_lev > leverage)
+    rebalance = can_trade & out & slippage_ok & (reb_benefit > reb_cost) & ~relever_blocked
     rebalance_legs = np.where(rebalance[:, None], legs, 0.0)
 
     # Hedge, on the post-rebalance book: net delta back to the mandate's target per underlying.
@@ -329,24 +393,39 @@ def assess_book(
     full = np.where(out_u, -dev_units, 0.0)
     hedge_fee = (np.abs(full) * price).sum(axis=1) * perp_fee
 
-    def perp_health_at(k: FloatArray) -> FloatArray:
-        mm_k = (np.abs(book.perp_size + k[:, None] * full) * price * mm_frac).sum(axis=1)
-        eq_k = equity - k * hedge_fee
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(mm_k > 0, eq_k / np.where(mm_k > 0, mm_k, 1.0), np.inf)
+    # The cash a hedge may post as margin: idle USDC the rebalance does not spend. The rebalance
+    # spends only what is not reserved for the perp book's margin (it borrows the rest).
+    buy_usd = (np.maximum(rebalance_legs, 0.0) * price).sum(axis=1)
+    hedge_cash = idle - np.minimum(np.maximum(idle - margin_reserve, 0.0), buy_usd)
 
-    thr = min_h + params.rebalance_health_buffer
+    def margin_need(k: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(hard, wanted) top-up for scale k: hard — what the market and the health floor
+        require (initial margin when a position grows); wanted — up to the margin target."""
+        size_k = book.perp_size + k[:, None] * full
+        im_k, target_k = margin_requirements(size_k, price, mm_frac, thr, params)
+        mm_k = (np.abs(size_k) * price * mm_frac).sum(axis=1)
+        eq_k = equity - k * hedge_fee
+        grows = np.any(np.abs(size_k) > np.abs(book.perp_size) * (1 + 1e-12), axis=1)
+        hard = np.maximum(np.where(grows, im_k, 0.0), thr * mm_k) - eq_k
+        # A hedge that leaves perp health no lower than now needs no margin of its own.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h_k = np.where(mm_k > 0, eq_k / np.where(mm_k > 0, mm_k, 1.0), np.inf)
+        hard = np.where(~grows & (h_k >= perp), np.minimum(hard, 0.0), hard)
+        return hard, np.maximum(hard, target_k - eq_k)
+
     ones = np.ones(book.n_vaults)
-    h_full = perp_health_at(ones)
-    fits = (h_full >= thr) | (h_full >= perp)
+    hard_full, _ = margin_need(ones)
+    fits = hard_full <= hedge_cash
     scale = ones.copy()
     if not np.all(fits):
         lo, hi = np.zeros(book.n_vaults), ones.copy()
         for _ in range(HEDGE_SCALE_BISECTIONS):
             mid = 0.5 * (lo + hi)
-            ok = perp_health_at(mid) >= thr
+            ok = margin_need(mid)[0] <= hedge_cash
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
         scale = np.where(fits, 1.0, lo)
+    _, wanted = margin_need(scale)
+    hedge_top_up = np.clip(wanted, 0.0, np.maximum(hedge_cash, 0.0))
     hedge_legs = scale[:, None] * full
     dev_after = dev_usd + hedge_legs * price
     hedge_benefit = kappa * hz / (2.0 * safe_nav) * (_quad(dev_usd, cov) - _quad(dev_after, cov))
@@ -354,6 +433,7 @@ def assess_book(
     hedge_any: BoolArray = np.asarray(out_u.any(axis=1), dtype=bool)
     hedge = can_trade & hedge_any & (scale >= params.min_hedge_scale) & (hedge_benefit > hedge_cost)
     hedge_legs = np.where(hedge[:, None], hedge_legs, 0.0)
+    hedge_top_up = np.where(hedge, hedge_top_up, 0.0)
 
     return Assessment(
         book=book,
@@ -379,8 +459,13 @@ def assess_book(
         delev_perp_after=perp_after,
         delev_benefit=delev_benefit,
         delev_cost=delev_cost,
+        delev_top_up=delev_top_up,
+        delev_repay=repay,
+        delev_margin_withdraw=np.where(lend_low, from_margin, 0.0),
+        margin_target=margin_target,
         rebalance_band=band,
         rebalance_out=out,
+        relever_blocked=relever_blocked,
         rebalance=rebalance,
         rebalance_benefit=reb_benefit,
         rebalance_cost=reb_cost,
@@ -390,6 +475,7 @@ def assess_book(
         hedge_scale=scale,
         hedge_benefit=hedge_benefit,
         hedge_cost=hedge_cost,
+        hedge_top_up=hedge_top_up,
         can_trade=can_trade,
         sigma=sigma,
         shock=shock,

@@ -1,8 +1,12 @@
 """Per-market forecasts, computed once per tick and shared by every vault on that market.
 
-Volatility (GARCH → EWMA; the implied-vol fallback is per vault, from its IV feed), the
-correlation matrix across underlyings, and the one-day stress shock per underlying (the larger
-of the Student-t and historical 99 % CVaR, never below the policy's minimum shock).
+Volatility (GARCH → EWMA on jump-clipped returns; the implied-vol fallback is per vault, from
+its IV feed), the correlation matrix across underlyings, and the one-day stress shock per
+underlying: the larger of the design gap (one block the keeper cannot outrun, see
+`keeper.risk.params.DESIGN_GAP`) and the diffusive 99 % CVaR over the stress horizon — a
+Student-t fitted to the jump-clipped, de-trended hourly returns, scaled by √(horizon) as
+diffusion scales. Jumps are not diffusion (one −35 % hour is not a 24-hour fall of 88 %) and a
+trend is not a fat tail; both estimators are bounded.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ from scipy import stats
 
 from keeper.errors import RiskInputError
 from keeper.risk.params import PolicyParams
-from keeper.risk.tail import MIN_TAIL_RETURNS, TAIL_LEVEL, horizon_returns, tail_risk
-from keeper.risk.types import SECONDS_PER_YEAR, MarketView
+from keeper.risk.tail import MIN_TAIL_RETURNS, TAIL_LEVEL, fit_student_t
+from keeper.risk.types import SECONDS_PER_YEAR, MarketView, PriceHistory
 from keeper.risk.validation import FloatArray
 from keeper.risk.volatility import (
     EWMA_MIN_RETURNS,
     MAX_FIT_RETURNS,
     VolForecast,
     VolMethod,
+    clip_jumps,
     covariance,
     forecast_vol,
+    log_returns,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,6 +70,8 @@ class MarketForecast:
     #: One-period (stress horizon) fractional fall per underlying from its history.
     shocks: Mapping[str, float]
     expected_returns: Mapping[str, float] = field(default_factory=dict)
+    #: Log return over the last ``params.trend_lookback_s`` per underlying (the tape's direction).
+    recent_returns: Mapping[str, float] = field(default_factory=dict)
 
     def correlation(self, a: str, b: str) -> float:
         """Forecast correlation of two underlyings; 1.0 (conservative) when unknown."""
@@ -90,29 +98,50 @@ class MarketForecast:
         return float(implied_shock(np.asarray(implied_vol), params))
 
 
+def _floored(shock: FloatArray | float, params: PolicyParams) -> FloatArray:
+    floor = max(params.stress_min_shock, params.design_gap)
+    return np.minimum(MAX_SHOCK, np.maximum(floor, shock))
+
+
 def implied_shock(implied_vol: FloatArray, params: PolicyParams) -> FloatArray:
-    """Stress fall from implied vol: 99 % CVaR of a ν=4 t over the stress horizon, floored."""
+    """Stress fall from implied vol: 99 % CVaR of a ν=4 t over the stress horizon, never less
+    than the design gap."""
     sd = implied_vol * math.sqrt(params.stress_horizon_s / SECONDS_PER_YEAR)
-    return np.minimum(MAX_SHOCK, np.maximum(params.stress_min_shock, FALLBACK_CVAR_PER_SD * sd))
+    return _floored(-np.expm1(-FALLBACK_CVAR_PER_SD * sd), params)
+
+
+def diffusion_shock(returns: FloatArray, dt_years: FloatArray, params: PolicyParams) -> float:
+    """The stress fall from a history: a Student-t fitted to the jump-clipped time-scaled returns
+    ``z = r/√Δt`` less their median (the trend), its 99 % CVaR per unit sd times the fitted sd
+    over the stress horizon (a log fall, turned into a fraction), never less than the design
+    gap. Raises RiskInputError on a history too short or flat to fit."""
+    z = clip_jumps(returns, dt_years) / np.sqrt(dt_years)
+    fit = fit_student_t(z - float(np.median(z)))
+    sd = fit.scale * math.sqrt(fit.df / (fit.df - 2.0))
+    log_fall = _t_cvar_per_sd(fit.df, TAIL_LEVEL) * sd * math.sqrt(
+        params.stress_horizon_s / SECONDS_PER_YEAR
+    )
+    return float(_floored(-math.expm1(-log_fall), params))
 
 
 def build_forecast(market: MarketView, params: PolicyParams) -> MarketForecast:
     """Fit everything market-wide once per tick (the expensive part: GARCH and t MLE fits)."""
     vols: dict[str, VolForecast] = {}
     shocks: dict[str, float] = {}
+    recent: dict[str, float] = {}
     for h in market.histories:
+        recent[h.underlying] = trailing_return(h, params.trend_lookback_s)
         vf = forecast_vol(h.underlying, h, math.nan, params.horizon_s)
         if vf.method is not VolMethod.IMPLIED:
             vols[h.underlying] = vf
         if h.prices.size - 1 >= MIN_TAIL_RETURNS:
-            rets = horizon_returns(h, params.stress_horizon_s)[-MAX_FIT_RETURNS:]
+            r, dt = log_returns(h.timestamps, h.prices)
             try:
-                tr = tail_risk(rets)
+                shocks[h.underlying] = diffusion_shock(
+                    r[-MAX_FIT_RETURNS:], dt[-MAX_FIT_RETURNS:], params
+                )
             except RiskInputError as exc:
                 logger.info("tail fit for %s failed (%s); implied-vol shock", h.underlying, exc)
-            else:
-                worst = max(tr.cvar_t, tr.cvar_hist)
-                shocks[h.underlying] = min(MAX_SHOCK, max(params.stress_min_shock, worst))
     usable = [h for h in market.histories if h.prices.size - 1 >= EWMA_MIN_RETURNS]
     names: tuple[str, ...] = ()
     corr = np.ones((0, 0))
@@ -138,4 +167,13 @@ def build_forecast(market: MarketView, params: PolicyParams) -> MarketForecast:
         corr=corr,
         shocks=MappingProxyType(shocks),
         expected_returns=market.expected_returns,
+        recent_returns=MappingProxyType(recent),
     )
+
+
+def trailing_return(history: PriceHistory, lookback_s: float) -> float:
+    """Log return from the last round at or before ``lookback_s`` ago to the latest round (from
+    the first round when the history is shorter)."""
+    ts, px = history.timestamps, history.prices
+    i = max(0, int(np.searchsorted(ts, ts[-1] - lookback_s, side="right")) - 1)
+    return float(math.log(px[-1] / px[i]))

@@ -24,6 +24,26 @@ RISK_AVERSION: float = 4.0
 STRESS_HORIZON_S: float = 86_400.0
 #: Never stress by less than this joint fall, however calm the history (2022-style days).
 STRESS_MIN_SHOCK: float = 0.10
+#: The design gap: one block the keeper cannot outrun — the oracle moves every held underlying
+#: down by this much at once and a liquidator moves first. Leverage and margin are sized so that
+#: it leaves stressed health >= the floor below; a larger gap (the library's gap45, gap50) can
+#: liquidate a vault when a liquidator moves first, and then only then. 35 % is the largest
+#: one-hour fall in the published days the simulator replays (ETH on 12 Mar 2020: −30 % in
+#: hours, −43 % in the day) that a position must survive without the keeper.
+DESIGN_GAP: float = 0.35
+#: The same for a rise (what short perps must survive on margin): above the library's worst
+#: hourly rise (~9 %/h in the flash crash's recovery).
+DESIGN_RISE: float = 0.15
+#: The perp market's initial margin as a multiple of maintenance (the bundled market: 10 % vs
+#: 5 %); a position may only grow above it. Margin posted for a growing hedge aims this much
+#: above it (a fill at the limit price and a few hours of funding).
+INITIAL_MARGIN_MULTIPLE: float = 2.0
+MARGIN_BUFFER: float = 0.25
+#: No leverage is added while any held underlying fell more than RELEVER_MAX_FALL (log) over the
+#: last TREND_LOOKBACK_S: re-levering into a falling market was how the delta-neutral vault
+#: went from 1.0× to 1.4× part-way down a crash and then deleveraged 6–12 times.
+TREND_LOOKBACK_S: float = 86_400.0
+RELEVER_MAX_FALL: float = 0.05
 #: Stressed health must stay at or above this (1 plus a buffer for liquidation-bonus slippage).
 STRESS_HEALTH_FLOOR: float = 1.05
 #: Deleverage restores health to min_health + this, so one noisy tick does not re-trigger it.
@@ -55,6 +75,12 @@ class PolicyParams:
     stress_horizon_s: float = STRESS_HORIZON_S
     stress_min_shock: float = STRESS_MIN_SHOCK
     stress_health_floor: float = STRESS_HEALTH_FLOOR
+    design_gap: float = DESIGN_GAP
+    design_rise: float = DESIGN_RISE
+    initial_margin_multiple: float = INITIAL_MARGIN_MULTIPLE
+    margin_buffer: float = MARGIN_BUFFER
+    trend_lookback_s: float = TREND_LOOKBACK_S
+    relever_max_fall: float = RELEVER_MAX_FALL
     deleverage_health_buffer: float = DELEVERAGE_HEALTH_BUFFER
     rebalance_health_buffer: float = REBALANCE_HEALTH_BUFFER
     critical_health: float = CRITICAL_HEALTH
@@ -73,6 +99,12 @@ class PolicyParams:
         at_least("stress_horizon_s", self.stress_horizon_s, 1.0)
         in_range("stress_min_shock", self.stress_min_shock, 0.0, 0.95)
         at_least("stress_health_floor", self.stress_health_floor, 1.0)
+        in_range("design_gap", self.design_gap, 0.0, 0.95)
+        in_range("design_rise", self.design_rise, 0.0, 10.0)
+        at_least("initial_margin_multiple", self.initial_margin_multiple, 1.0)
+        at_least("margin_buffer", self.margin_buffer, 0.0)
+        at_least("trend_lookback_s", self.trend_lookback_s, 1.0)
+        at_least("relever_max_fall", self.relever_max_fall, 0.0)
         at_least("deleverage_health_buffer", self.deleverage_health_buffer, 0.0)
         at_least(
             "rebalance_health_buffer", self.rebalance_health_buffer, self.deleverage_health_buffer

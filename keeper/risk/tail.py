@@ -28,8 +28,15 @@ logger = logging.getLogger(__name__)
 TAIL_LEVEL: float = 0.99
 #: Fewer returns than this leave a t-fit's degrees of freedom unidentified.
 MIN_TAIL_RETURNS: int = 30
-#: ν is kept in (1, this]: above ~200 the t is a Gaussian in all but name; ν <= 1 has no mean.
+#: ν is kept in [MIN_T_DOF, MAX_T_DOF]: above ~200 the t is a Gaussian in all but name; below
+#: 2 it has no variance (a steady trend with tiny noise drove an unbounded fit to ν ≈ 1).
 MAX_T_DOF: float = 200.0
+MIN_T_DOF: float = 2.5
+#: The scale is kept within [MIN_T_SCALE, MAX_T_SCALE] (units of the returns given): a flat
+#: stretch of history has no scale, and an unbounded fit divided by zero on one (a simulated
+#: gap after a day of flat prices stopped the keeper with ZeroDivisionError).
+MIN_T_SCALE: float = 1e-8
+MAX_T_SCALE: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +63,7 @@ class TailRisk:
 def _t_nll(theta: FloatArray, x: FloatArray) -> tuple[float, FloatArray]:
     mu, log_s, c = theta
     s = math.exp(log_s)
-    nu = 1.0 + min(math.exp(c), MAX_T_DOF - 1.0)
+    nu = 1.0 + math.exp(c)
     y = (x - mu) / s
     y2 = y * y
     q = nu + y2
@@ -67,12 +74,14 @@ def _t_nll(theta: FloatArray, x: FloatArray) -> tuple[float, FloatArray]:
     d_log_s = float(np.sum((nu + 1) * y2 / q)) - n
     d_nu = n * 0.5 * (digamma((nu + 1) / 2) - digamma(nu / 2) - 1.0 / nu)
     d_nu += float(np.sum(-0.5 * np.log1p(y2 / nu) + (nu + 1) * y2 / (2 * nu * q)))
-    d_c = d_nu * (nu - 1.0) if math.exp(c) < MAX_T_DOF - 1.0 else 0.0
+    d_c = d_nu * (nu - 1.0)
     return -ll, -np.array([d_mu, d_log_s, d_c])
 
 
 def fit_student_t(returns: object) -> StudentT:
-    """Maximum-likelihood Student-t (df in (1, 200], loc, scale > 0) for one-period returns."""
+    """Maximum-likelihood Student-t (df in [MIN_T_DOF, MAX_T_DOF], scale in [MIN_T_SCALE,
+    MAX_T_SCALE], loc) for one-period returns: a box-constrained fit, so it always returns a
+    usable t."""
     x = as_float_array("returns", returns)
     if x.ndim != 1 or x.size < MIN_TAIL_RETURNS:
         raise RiskInputError(f"returns: need a 1-D series of >= {MIN_TAIL_RETURNS}, got {x.shape}")
@@ -81,11 +90,17 @@ def fit_student_t(returns: object) -> StudentT:
         mad = float(np.std(x))
     if mad == 0.0:
         raise RiskInputError("returns: constant series, no scale to fit")
-    start = np.array([float(np.median(x)), math.log(mad * 1.4826), math.log(4.0)])
+    log_s0 = min(math.log(MAX_T_SCALE), max(math.log(MIN_T_SCALE), math.log(mad * 1.4826)))
+    start = np.array([float(np.median(x)), log_s0, math.log(4.0 - 1.0)])
+    bounds = [
+        (None, None),
+        (math.log(MIN_T_SCALE), math.log(MAX_T_SCALE)),
+        (math.log(MIN_T_DOF - 1.0), math.log(MAX_T_DOF - 1.0)),
+    ]
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        res = minimize(_t_nll, start, args=(x,), jac=True, method="L-BFGS-B")
+        res = minimize(_t_nll, start, args=(x,), jac=True, method="L-BFGS-B", bounds=bounds)
     mu, log_s, c = (float(v) for v in res.x)
-    return StudentT(1.0 + min(math.exp(c), MAX_T_DOF - 1.0), mu, math.exp(log_s))
+    return StudentT(1.0 + math.exp(c), mu, math.exp(log_s))
 
 
 def student_t_var_cvar(fit: StudentT, level: float = TAIL_LEVEL) -> tuple[float, float]:

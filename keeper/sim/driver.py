@@ -4,7 +4,8 @@ Each step, in one block at an exact timestamp (start + step × step length, so e
 path sees the same blocks; interest, funding and expiries accrue to it): the spot rounds (as
 the oracle shows them: `oracle_lag_steps` behind the market when the scenario says so), the
 implied-vol rounds and every option series' mark (Black–Scholes from the IV path,
-intrinsic after expiry), then settle expired series the vaults hold, as any user may.
+intrinsic after expiry), then settle expired series the vaults hold, as any user may, six hours
+after expiry.
 
 `anchor_base_fee` makes the *next* block's base fee the path's: it mines one empty block whose
 base fee is 8/7 of it, so EIP-1559 brings the block an actor's transaction lands in back to the
@@ -48,6 +49,9 @@ GWEI = 10**9
 GAS_FEED_UPDATE = 150_000
 GAS_SETTLE = 600_000
 GAS_SMALL = 200_000
+#: An outside user settles an expired series this long after expiry (a keeper, when there is
+#: one, gets there first; the contract settles at the expiry price either way).
+SETTLE_DELAY_S = 6 * 3_600
 #: The driver and actors pay whatever the base fee is, with no tip: their gas is not measured.
 DRIVER_MAX_FEE_WEI = 50_000 * GWEI
 #: EIP-1559: an empty block lowers the next base fee by 1/8; the anchor block is 8/7 of the target.
@@ -229,7 +233,7 @@ class MarketDriver:
         """Settle, through each vault's public `settleOption`, every expired series it still
         holds (`holdings`: vault → series ids with a position). Returns what was settled."""
         done = []
-        expired = {s.series_id for s in self.series if s.expiry <= timestamp}
+        expired = {s.series_id for s in self.series if s.expiry + SETTLE_DELAY_S <= timestamp}
         for vault, ids in holdings.items():
             for sid in ids:
                 if sid in expired and (vault, sid) not in self._settled:

@@ -1,7 +1,8 @@
 """Action (risk-core floats) → one vault call with integer arguments.
 
-Rounding, stated once: every amount we sell, spend or trade is floored to token units
-(`Rounding.FLOOR`), so an action never asks for more than the risk core decided; minimum
+Rounding, stated once: every amount we sell, spend, post, withdraw, repay or trade is floored to
+token units (`Rounding.FLOOR`) and capped by what the vault holds, so an action never asks for
+more than the risk core decided; minimum
 outputs are the vault's own slippage bound (ceil of oracle value × (1 − maxSlippageBps)), so the
 keeper never accepts a fill the vault would refuse and never refuses one it would accept.
 """
@@ -27,13 +28,6 @@ USDC_DECIMALS = 6
 USDC_TO_WAD: int = 10 ** (18 - USDC_DECIMALS)
 #: Seconds a keeper transaction stays valid on-chain (the vault's deadline argument).
 DEADLINE_S = 300
-#: The perp market's initial margin is twice its maintenance margin in the bundled market;
-#: margin top-ups aim at this multiple of maintenance, plus MARGIN_BUFFER.
-INITIAL_MARGIN_MULTIPLE = 2
-#: Extra margin (fraction) above the initial requirement when the keeper grows perps.
-MARGIN_BUFFER = 0.25
-
-
 @dataclass(frozen=True, slots=True)
 class CallPlan:
     """A vault call ready to encode: function name, integer args, and a log-friendly summary."""
@@ -90,18 +84,11 @@ def _perp_leg(a: AssetSnapshot, qty: float, slip: int, reduce_only: bool) -> tup
     return (a.token, signed, limit)
 
 
-def margin_top_up(snap: VaultSnapshot, perp_legs: list[tuple[Any, ...]], budget: int) -> int:
-    """USDC units to move into perp margin so the account stays above initial margin (plus
-    MARGIN_BUFFER) after `perp_legs`; never more than `budget` (idle cash)."""
-    new_size = {a.token: a.perp_size for a in snap.assets}
-    for token, delta, _limit in perp_legs:
-        new_size[token] += delta
-    required_wad = 0
-    for a in snap.assets:
-        notional = abs(new_size[a.token]) * a.price // WAD
-        required_wad += notional * a.perp_maintenance_margin * INITIAL_MARGIN_MULTIPLE // WAD
-    required = _ceil_div(int(required_wad * (1 + MARGIN_BUFFER)), USDC_TO_WAD)
-    return max(0, min(required - snap.perp_account_value, budget))
+def _cash_units(usd: float, cap: int) -> int:
+    """A USD cash amount (risk-core float) in USDC units, floored, at most ``cap``."""
+    if usd <= 0.0:
+        return 0
+    return max(0, min(to_units(usd, USDC_DECIMALS, Rounding.FLOOR), cap))
 
 
 def borrow_room(snap: VaultSnapshot) -> int:
@@ -115,14 +102,24 @@ def borrow_room(snap: VaultSnapshot) -> int:
 def build_call(
     action: Action, snap: VaultSnapshot, symbols: dict[ChecksumAddress, str]
 ) -> CallPlan | None:
-    """The vault call for `action`, or None when every leg rounds to zero."""
+    """The vault call for `action`, or None when every leg and amount rounds to zero."""
+    deadline = snap.timestamp + DEADLINE_S
+    if action.kind is ActionKind.SETTLE:
+        if action.series_id is None:
+            return None
+        return CallPlan(snap.vault, action.kind, "settleOption", (action.series_id,),
+                        f"settleOption: series {action.series_id}")
+    if action.kind is ActionKind.REPAY:
+        return _repay_call(action, snap, deadline)
     assets = {symbols.get(a.token, a.token): a for a in snap.assets}
     slip = int(snap.mandate.max_slippage_bps)
-    deadline = snap.timestamp + DEADLINE_S
     deleverage = action.kind is ActionKind.DELEVERAGE
+    # Margin is posted first (the contract deposits it before any trade), so buys see the
+    # idle cash that is left and borrow the rest.
+    margin = _cash_units(action.margin_usd, snap.idle_usdc)
     sells: list[tuple[Any, ...]] = []
     buys: list[tuple[Any, ...]] = []
-    idle, room = snap.idle_usdc, borrow_room(snap)
+    idle, room = snap.idle_usdc - margin, borrow_room(snap)
     for sym, qty in action.spot_legs.items():
         if qty < 0:
             leg = _sell_leg(assets[sym], -qty, slip)
@@ -139,20 +136,33 @@ def build_call(
         for sym, qty in action.perp_legs.items()
         if (leg := _perp_leg(assets[sym], qty, slip, deleverage)) is not None
     ]
-    if not (sells or buys or perps):
+    if not (sells or buys or perps or margin):
         logger.info("vault %s: %s rounds to nothing; skipped", snap.vault, action.kind.name)
         return None
     # Sells go first: their proceeds repay debt and free borrow room for the buys.
     swaps = sells + buys
     args: tuple[Any, ...]
     if action.kind is ActionKind.DELEVERAGE:
-        function, args = "deleverage", (sells, perps, 0, deadline)
+        function, args = "deleverage", (sells, perps, margin, deadline)
     elif action.kind is ActionKind.HEDGE:
-        function, args = "hedge", (perps, margin_top_up(snap, perps, snap.idle_usdc), deadline)
+        function, args = "hedge", (perps, margin, deadline)
     else:
-        spare = max(0, snap.idle_usdc - sum(b[2] for b in buys))
-        function, args = "rebalance", (swaps, perps, margin_top_up(snap, perps, spare), deadline)
+        function, args = "rebalance", (swaps, perps, margin, deadline)
     named = [(symbols.get(s[0], s[0]), "buy" if s[1] else "sell", s[2], s[3]) for s in swaps]
     perp_named = [(symbols.get(p[0], p[0]), p[1], p[2]) for p in perps]
-    summary = f"{function}: swaps={named} perps={perp_named} deadline={deadline}"
+    summary = (f"{function}: swaps={named} perps={perp_named} margin={margin} "
+               f"deadline={deadline}")
     return CallPlan(snap.vault, action.kind, function, args, summary)
+
+
+def _repay_call(action: Action, snap: VaultSnapshot, deadline: int) -> CallPlan | None:
+    """`repayDebt(marginWithdraw, repayAmount, deadline)`: surplus perp margin (at most the
+    account's value) comes back first; the repayment is at most the cash then idle and the
+    debt."""
+    withdraw = _cash_units(-action.margin_usd, max(0, snap.perp_account_value))
+    repay = _cash_units(action.repay_usd, min(snap.idle_usdc + withdraw, snap.debt))
+    if repay == 0:
+        logger.info("vault %s: REPAY rounds to nothing; skipped", snap.vault)
+        return None
+    return CallPlan(snap.vault, action.kind, "repayDebt", (withdraw, repay, deadline),
+                    f"repayDebt: withdraw margin {withdraw}, repay {repay}, deadline={deadline}")

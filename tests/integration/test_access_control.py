@@ -41,10 +41,11 @@ def _keeper_calls(vault, weth, deadline):
         ),
         "hedge": vault.functions.hedge([(weth.address, -WAD, 0)], 0, deadline),
         "deleverage": vault.functions.deleverage([(weth.address, False, WAD, 0)], [], 0, deadline),
+        "repayDebt": vault.functions.repayDebt(10**6, 10**6, deadline),
     }
 
 
-@pytest.mark.parametrize("fn", ["rebalance", "hedge", "deleverage"])
+@pytest.mark.parametrize("fn", ["rebalance", "hedge", "deleverage", "repayDebt"])
 @pytest.mark.parametrize("role", ["admin", "strategist", "guardian", "depositor", "liquidator"])
 def test_only_keeper_may_rebalance_hedge_deleverage(request, vault, weth, chain, fn, role):
     account = request.getfixturevalue(role)
@@ -55,7 +56,7 @@ def test_only_keeper_may_rebalance_hedge_deleverage(request, vault, weth, chain,
 
 def test_keeper_actions_succeed_for_keeper_and_stop_when_revoked(vault, weth, keeper, admin, chain):
     calls = _keeper_calls(vault, weth, chain.deadline())
-    for name in ("hedge", "deleverage"):
+    for name in ("hedge", "deleverage", "repayDebt"):
         receipt = send(calls[name], keeper)
         assert len(events(vault, "KeeperAction", receipt)) == 1
     send(vault.functions.revokeRole(KEEPER_ROLE, keeper), admin)

@@ -241,3 +241,24 @@ def test_settlement_needs_a_spot_round_at_or_after_expiry(
     market.set_price("ETH_USD", 2_500)
     send(options.functions.settle(sid, vault.address), trader)
     assert options.functions.getSeries(sid).call().settlementPrice == 2_500 * WAD
+
+
+def test_settlement_price_is_the_first_round_at_expiry_not_the_latest(
+    vault, options, series, trader, market, chain
+):
+    """The put expires with ETH at 2,400; nobody settles for a day while ETH recovers to 3,000.
+    Before, the first caller's price (3,000: the puts worthless) was taken; now the first round
+    at or after expiry (2,400: 300 a put) settles it, and the NAV marks the expired puts there
+    before anyone settles."""
+    put = series["ETH-P-2700"]
+    expiry = expiry_of(options, put)
+    chain.increase_time(expiry - chain.now() + 60)
+    market.set_price("ETH_USD", 2_400)  # the first round after expiry
+    for px in (2_600, 2_800, 3_000):  # later rounds, hours apart
+        chain.increase_time(8 * 3_600)
+        market.set_price("ETH_USD", px)
+    assert options.functions.markPrice(put).call()[0] == 300 * WAD
+    assert options.functions.positionValue(vault.address, put).call() == 100 * 300 * WAD
+    r = send(options.functions.settle(put, vault.address), trader)
+    assert one_event(options, "SettlementPriceSet", r).price == 2_400 * WAD
+    assert one_event(options, "Settled", r).usdcPaid == 30_000 * USDC

@@ -58,12 +58,16 @@ def test_crash_deleverage_restores_min_health(
     report = service.tick()
     before = report.snapshots[balanced]
     assert before.health < before.mandate.min_health  # the crash put it under its minimum
-    assert kinds(report, balanced) == [ActionKind.DELEVERAGE]
+    # The short perps gained in the crash: their surplus margin repays the debt, nothing is
+    # sold (the cheapest lever; before, the keeper sold collateral at the venue's fee).
+    assert kinds(report, balanced) == [ActionKind.REPAY]
     (outcome,) = [o for o in report.outcomes if o.vault == balanced]
-    assert outcome.function == "deleverage" and outcome.status == "mined"
+    assert outcome.function == "repayDebt" and outcome.status == "mined"
     after = service.read_now()[balanced]
     assert after.health >= after.mandate.min_health
-    assert after.debt < before.debt  # sold collateral repaid debt
+    assert after.debt < before.debt
+    assert [a.collateral for a in after.assets] == [a.collateral for a in before.assets]
+    assert after.perp_margin < before.perp_margin  # the surplus came out of perp margin
     # The vault's own event carries the before/after health the contract measured.
     vault = env.w3.eth.contract(address=balanced, abi=load_artifact("RiskVault").abi)
     receipt = env.w3.eth.get_transaction_receipt(outcome.tx_hash)  # type: ignore[arg-type]
@@ -75,7 +79,7 @@ def test_crash_deleverage_restores_min_health(
     assert event["args"]["healthAfter"] == pytest.approx(after.health, rel=1e-6)
     # Journal: decision, intent and transaction recorded as mined.
     (intent,) = [
-        i for i in service.journal.recent_intents(vault=balanced) if i.kind == "deleverage"
+        i for i in service.journal.recent_intents(vault=balanced) if i.kind == "repayDebt"
     ]
     assert intent.status == "mined" and len(intent.transactions) == 1
 
@@ -88,6 +92,11 @@ def test_releverage_only_when_the_benefit_beats_gas(
 ) -> None:
     carry = env.dep.vaults[1]
     move(market, env, 0.92, 0.92)  # spot falls, the short perps gain: leverage drops below band
+    # Right after an 8 % fall the keeper does not re-lever (the market is falling) ...
+    falling = make_service(journal="falling.sqlite").tick()
+    assert ActionKind.REBALANCE not in kinds(falling, carry)
+    # ... a day of flat prices later, it may.
+    move(market, env, 0.92, 0.92, hours=25.0)
     same_state = env.chain.snapshot()
     cheap = make_service(journal="cheap.sqlite").tick()
     rebalance = next(a for a in cheap.actions[carry] if a.kind is ActionKind.REBALANCE)

@@ -63,12 +63,25 @@ def test_rebalance_down_to_the_vol_target() -> None:
 
 
 def test_rebalance_up_is_low_urgency_and_stays_healthy() -> None:
-    acts = decide(vault(), mandate(target_vol=1.0, hedge_target=2.0), market(), costs())
+    # A 10 % design gap: leverage 2 survives it (1 000 ETH × 0.9 × 0.8 / 1M = 1.44 >= 1.05).
+    acts = decide(vault(), mandate(target_vol=1.0, hedge_target=2.0), market(), costs(),
+                  PolicyParams(design_gap=0.10))
     assert kinds(acts) == [ActionKind.REBALANCE]
     assert acts[0].urgency is Urgency.LOW
     assert dict(acts[0].spot_legs) == pytest.approx({"ETH": 250.0})
     # after: 1 000 ETH (2M) against 1M debt: health 1.6 >= min 1.25 + 0.10.
     assert (750 + 250) * 2_000 * 0.8 / (500_000 + 250 * 2_000) >= 1.35
+
+
+def test_design_gap_caps_the_leverage_a_rebalance_builds() -> None:
+    # Same vault (750 ETH at $2 000 = 1.5M collateral, NAV 1M, LT 0.8), target 2× by vol; the
+    # 35 % design gap must leave stressed health >= 1.05: L·0.8·0.65 / (L − 1) >= 1.05, so
+    # L <= 1.05 / (1.05 − 0.52) = 1.98113… → buy 1.98113M/2 000 − 750 = 240.566 ETH.
+    acts = decide(vault(), mandate(target_vol=1.0, hedge_target=2.0), market(), costs())
+    assert kinds(acts) == [ActionKind.REBALANCE]
+    cap = 1.05 / (1.05 - 0.8 * 0.65)
+    assert acts[0].inputs["lev_stress"] == pytest.approx(cap, rel=1e-9)
+    assert dict(acts[0].spot_legs) == pytest.approx({"ETH": cap * 1_000_000 / 2_000 - 750})
 
 
 def test_rebalance_skipped_when_costs_exceed_benefit(caplog: pytest.LogCaptureFixture) -> None:
@@ -208,16 +221,30 @@ def test_hedge_band_widens_with_gamma_whalley_wilmott() -> None:
     assert a.perp_legs["ETH"] == pytest.approx(-(gap_units + ww_units), rel=1e-9)
 
 
-def test_hedge_is_scaled_down_to_keep_perp_margin_health() -> None:
-    # margin 80k: a full hedge to −750 ETH needs 75k maintenance → health 1.07 < 1.35. Scale k:
-    # (80k − k × 250 × 2000 × 5 bps) / ((500 + 250k) × 2000 × 5 %) = 1.35
-    # → 80 000 − 250k = 67 500 + 33 750k → k = 12 500 / 34 000.
+def test_hedge_that_grows_a_position_below_initial_margin_is_not_sent() -> None:
+    # Margin 80k against −500 ETH ($1M notional): initial margin with its 25 % buffer is
+    # 1M × 5 % × 2 × 1.25 = 125k > 80k, so the perp market refuses any growth of the short
+    # (PerpMarketInsufficientMargin); with no idle cash to post, no hedge. Before: a hedge sized
+    # to keep *maintenance* health (k = 12 500 / 34 000) was sent and reverted in simulation.
     acts = decide(hedged_vault(-500.0, margin=80_000.0), mandate(hedge_target=0.0), market(),
                   costs())
+    assert acts == []
+
+
+def test_hedge_posts_idle_cash_as_its_margin_in_the_same_call() -> None:
+    # Same book with 200k idle (debt +200k keeps NAV at 1M). Full hedge to −750 ETH ($1.5M):
+    # initial margin 1.5M × 0.125 = 187 500, equity after the fee 80 000 − 250 = 79 750 → hard
+    # need 107 750 <= 200k, so full size. The target also covers a 15 % rise at health 1.35:
+    # 1.5M × 0.15 + 1.35 × 1.5M × 1.15 × 5 % = 341 437.5 → wants 261 687.5, capped at the 200k.
+    v = vault(debt_usdc=780_000.0, perp_margin_usd=80_000.0, idle_usdc=200_000.0,
+              perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
+    acts = decide(v, mandate(hedge_target=0.0), market(), costs())
     assert kinds(acts) == [ActionKind.HEDGE]
-    k = 12_500 / 34_000
-    assert acts[0].inputs["hedge_scale"] == pytest.approx(k, rel=1e-6)
-    assert acts[0].perp_legs["ETH"] == pytest.approx(-250.0 * k, rel=1e-6)
+    assert acts[0].inputs["hedge_scale"] == 1.0
+    assert dict(acts[0].perp_legs) == pytest.approx({"ETH": -250.0})
+    assert acts[0].margin_usd == pytest.approx(200_000.0)
+    # The book's target before the hedge (−500 ETH): 1M × 0.15 + 1.35 × 1M × 1.15 × 5 %.
+    assert acts[0].inputs["margin_target_usd"] == pytest.approx(227_625.0, rel=1e-9)
 
 
 def test_no_flip_flop_after_a_rebalance() -> None:
