@@ -213,13 +213,20 @@ class KeeperService:
                 )
         market = self._market_view(list(snaps.values()), now)
         costs = self._costs(list(snaps.values()))
-        order = list(snaps)
-        states = [to_vault_state(snaps[v], self.symbols) for v in order]
-        mandates = [to_mandate(snaps[v]) for v in order]
-        decided = decide_batch(states, mandates, market, costs)
+
+        def decide(some: Snapshots) -> dict[ChecksumAddress, list[Action]]:
+            vs = list(some)
+            decided = decide_batch(
+                [to_vault_state(some[v], self.symbols) for v in vs],
+                [to_mandate(some[v]) for v in vs],
+                market,
+                costs,
+            )
+            return dict(zip(vs, decided, strict=True))
+
         busy = {i.vault for i in self.journal.unfinished_intents()}
         queues: dict[ChecksumAddress, list[Action]] = {}
-        for vault, risk_actions in zip(order, decided, strict=True):
+        for vault, risk_actions in decide(snaps).items():
             snap = snaps[vault]
             expired = [(o.series_id, o.expiry, o.size) for o in snap.options]
             actions = settlements(vault, expired, snap.timestamp) + risk_actions
@@ -236,18 +243,7 @@ class KeeperService:
                 logger.warning("vault %s: a transaction is still in flight; no new action", vault)
             else:
                 queues[vault] = list(actions)
-
-        def redecide(fresh: Snapshots) -> dict[ChecksumAddress, list[Action]]:
-            vs = list(fresh)
-            again = decide_batch(
-                [to_vault_state(fresh[v], self.symbols) for v in vs],
-                [to_mandate(fresh[v]) for v in vs],
-                market,
-                costs,
-            )
-            return dict(zip(vs, again, strict=True))
-
-        self._act_in_waves(tick_id, report, snaps, queues, started, redecide)
+        self._act_in_waves(tick_id, report, snaps, queues, started, decide)
 
     def _act_in_waves(
         self,

@@ -208,7 +208,7 @@ def assess_book(
     binding = np.minimum(lending, perp)
     idle = np.maximum(book.idle_usdc, 0.0)
     thr = m["min_health"] + params.rebalance_health_buffer
-    margin_im, margin_target = margin_requirements(book.perp_size, price, mm_frac, thr, params)
+    _, margin_target = margin_requirements(book.perp_size, price, mm_frac, thr, params)
     # Idle cash the perp book needs to reach its margin target is not spent on spot.
     margin_reserve = np.clip(margin_target - equity, 0.0, idle)
 

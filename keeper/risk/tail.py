@@ -19,7 +19,7 @@ from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
 from keeper.errors import RiskInputError
-from keeper.risk.types import SECONDS_PER_YEAR, PriceHistory, VaultState
+from keeper.risk.types import SECONDS_PER_YEAR, VaultState
 from keeper.risk.validation import FloatArray, as_float_array, in_range
 
 logger = logging.getLogger(__name__)
@@ -132,17 +132,6 @@ def historical_var_cvar(returns: object, level: float = TAIL_LEVEL) -> tuple[flo
     k = max(1, math.ceil(round(x.size * (1.0 - level), 9)))
     worst = np.sort(-x)[::-1][:k]
     return float(worst[-1]), float(np.mean(worst))
-
-
-def horizon_returns(history: PriceHistory, horizon_s: float) -> FloatArray:
-    """Log returns rescaled to a common horizon: r_i · sqrt(horizon / Δt_i) (i.i.d. scaling)."""
-    if not horizon_s > 0.0:
-        raise RiskInputError(f"horizon_s: must be > 0, got {horizon_s}")
-    if history.prices.size < 2:
-        raise RiskInputError(f"history[{history.underlying}]: need at least 2 observations")
-    r = np.diff(np.log(history.prices))
-    dt = np.diff(history.timestamps)
-    return np.asarray(r * np.sqrt(horizon_s / dt), dtype=np.float64)
 
 
 def tail_risk(returns: object, level: float = TAIL_LEVEL) -> TailRisk:

@@ -28,6 +28,8 @@ USDC_DECIMALS = 6
 USDC_TO_WAD: int = 10 ** (18 - USDC_DECIMALS)
 #: Seconds a keeper transaction stays valid on-chain (the vault's deadline argument).
 DEADLINE_S = 300
+
+
 @dataclass(frozen=True, slots=True)
 class CallPlan:
     """A vault call ready to encode: function name, integer args, and a log-friendly summary."""
