@@ -91,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("after", type=Path)
     ap.add_argument("--policy", default="keeper")
     args = ap.parse_args(argv)
-    try:
-        runs = [json.loads(p.read_text()) for p in (args.before, args.after)]
-    except (OSError, ValueError) as exc:
-        print(f"compare_sim: {exc}", file=sys.stderr)
-        return 2
+    runs = []
+    for path in (args.before, args.after):
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"compare_sim: {path}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(run, dict) or not isinstance(run.get("results"), dict):
+            print(f"compare_sim: {path}: not a `keeper simulate` metrics.json (no results)",
+                  file=sys.stderr)
+            return 2
+        runs.append(run)
     print(compare(runs[0], runs[1], args.policy))
     return 0
 
