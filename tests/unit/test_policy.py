@@ -319,3 +319,21 @@ def test_actions_are_immutable_records() -> None:
         a.inputs["leverage"] = 0.0  # type: ignore[index]
     with pytest.raises(AttributeError):
         a.reason = "x"  # type: ignore[misc]
+
+
+def _eth_history(fall_24h: float) -> PriceHistory:
+    """48 hourly rounds ending at $2 000 (the vault's price) a minute before NOW: flat for a
+    day, then a steady fall of ``fall_24h`` (log) over the last 24 h."""
+    ts = NOW - 60.0 - 3_600.0 * np.arange(48)[::-1]
+    logs = np.concatenate((np.zeros(24), np.linspace(0.0, -fall_24h, 24)))
+    return PriceHistory("ETH", ts, 2_000.0 * np.exp(logs - logs[-1]))
+
+
+def test_no_re_levering_while_the_market_falls() -> None:
+    # Target 2.0 (10 % design gap so the stress does not cap it) against 1.5: a buy on a flat
+    # tape, nothing after a 10 % fall in 24 h.
+    m, p = mandate(target_vol=1.0, hedge_target=2.0), PolicyParams(design_gap=0.10)
+    flat = decide(vault(), m, market(histories=(_eth_history(0.0),)), costs(), p)
+    assert kinds(flat) == [ActionKind.REBALANCE] and flat[0].spot_legs["ETH"] > 0
+    falling = decide(vault(), m, market(histories=(_eth_history(0.10),)), costs(), p)
+    assert falling == []
