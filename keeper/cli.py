@@ -141,7 +141,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from keeper.logs import configure_logging
-    from keeper.sim.simulate import SimRequest, list_scenarios, simulate, split_names
+    from keeper.sim.simulate import (
+        ERRORS_FILE,
+        SimRequest,
+        list_scenarios,
+        simulate,
+        split_names,
+    )
 
     if args.list_scenarios:
         print(list_scenarios())
@@ -165,7 +171,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     result = simulate(request)
     done = f"{result.steps:,} steps in {result.seconds:,.1f}s"
     print(f"wrote {Path(args.out) / 'metrics.json'} and report.md ({done})")
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return 130
+    if result.failures:
+        first = result.failures[0]
+        print(f"keeper: error: simulate: {len(result.failures)} path(s) failed, first "
+              f"{first.scenario} path {first.path}: {first.error} (tracebacks in "
+              f"{Path(args.out) / ERRORS_FILE}; metrics.json holds the paths that finished)",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_simulate(sub: Any) -> None:

@@ -149,6 +149,14 @@ def _header(
         ("metrics version", str(metrics.get("version", "?"))),
     ]
     lines += [f"- **{k}**: `{v}`" for k, v in params]
+    if metrics.get("interrupted"):
+        lines += ["", "**Interrupted** (Ctrl-C): only the runs that finished are here "
+                  f"({metrics.get('completed_runs', '?')})."]
+    failed = metrics.get("failed") or []
+    if failed:
+        lines += ["", f"**{len(failed)} path(s) failed** and are left out of every table, for "
+                  "every policy (tracebacks in `errors.log`):", ""]
+        lines += [f"- `{f['scenario']}` path {f['path']}: {f['error']}" for f in failed]
     lines += [
         "",
         "Every table row is a `total` of metrics.json: over the paths and vaults of "

@@ -14,13 +14,16 @@ from typing import Any, TextIO
 
 from keeper.errors import ConfigError
 from keeper.sim.metrics import build_metrics, json_safe
-from keeper.sim.parallel import iter_jobs, run_ray, run_serial, run_workers
+from keeper.sim.parallel import JobFailure, iter_jobs, run_ray, run_serial, run_workers
 from keeper.sim.policies import check_policies
 from keeper.sim.records import PathRun
 from keeper.sim.runner import ORDERS, chain_kind
 from keeper.sim.scenarios import SCENARIOS, UnknownScenario, get_scenario
 
 logger = logging.getLogger(__name__)
+
+#: Beside metrics.json when a path failed: each failure's traceback (metrics.json has one line).
+ERRORS_FILE = "errors.log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class SimRequest:
 @dataclass
 class SimResult:
     runs: list[PathRun] = field(default_factory=list)
+    failures: list[JobFailure] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     seconds: float = 0.0
@@ -161,13 +165,21 @@ def simulate(req: SimRequest, stream: TextIO = sys.stderr) -> SimResult:
         result.runs.extend(runs)
         progress.path_done(len(runs))
 
+    def on_fail(failure: JobFailure) -> None:
+        if req.rpc_url:
+            failure = _masked(failure, req.rpc_url)
+        result.failures.append(failure)
+        progress.path_done(runs_per_job)
+        logger.error("simulate: %s path %d failed: %s", failure.scenario, failure.path,
+                     failure.error)
+
     try:
         if req.ray:
-            run_ray(jobs, req.ray, _with_steps(on_job, progress), num_cpus=req.workers)
+            run_ray(jobs, req.ray, _with_steps(on_job, progress), on_fail, num_cpus=req.workers)
         elif req.workers > 1:
-            run_workers(jobs, req.workers, progress.step, on_job)
+            run_workers(jobs, req.workers, progress.step, on_job, on_fail)
         else:
-            run_serial(jobs, progress.step, on_job)
+            run_serial(jobs, progress.step, on_job, on_fail)
     except KeyboardInterrupt:
         result.interrupted = True
         stream.write("\ninterrupted: writing what is done\n")
@@ -176,6 +188,14 @@ def simulate(req: SimRequest, stream: TextIO = sys.stderr) -> SimResult:
     result.metrics = build_metrics(result.runs, _header(req, kind, result))
     write_outputs(req, result)
     return result
+
+
+def _masked(failure: JobFailure, url: str) -> JobFailure:
+    from keeper.chain.connect import mask_rpc_url
+
+    shown = mask_rpc_url(url)
+    return JobFailure(failure.scenario, failure.path, failure.error.replace(url, shown),
+                      failure.traceback.replace(url, shown))
 
 
 def _with_steps(on_job: Any, progress: Progress) -> Any:
@@ -198,6 +218,8 @@ def _header(req: SimRequest, kind: str, result: SimResult) -> dict[str, Any]:
         "tail_hours": req.tail_hours,
         "interrupted": result.interrupted,
         "completed_runs": len(result.runs),
+        "failed": [{"scenario": f.scenario, "path": f.path, "error": f.error}
+                   for f in result.failures],
     }
 
 
@@ -206,6 +228,13 @@ def write_outputs(req: SimRequest, result: SimResult) -> None:
     (req.out / "metrics.json").write_text(
         json.dumps(json_safe(result.metrics), indent=2, sort_keys=False) + "\n"
     )
+    errors = req.out / ERRORS_FILE
+    if result.failures:
+        errors.write_text("".join(
+            f"== {f.scenario} path {f.path}: {f.error}\n{f.traceback}\n" for f in result.failures
+        ))
+    elif errors.exists():
+        errors.unlink()  # a previous run's, not this one's
     if req.report and result.runs:
         from keeper.sim.report import write_report
 
@@ -216,5 +245,5 @@ def _run_key(r: PathRun) -> tuple[str, str, str, int]:
     return (r.scenario, r.order, r.policy, r.path)
 
 
-__all__ = ["Progress", "SimRequest", "SimResult", "list_scenarios", "simulate", "split_names",
-           "validate"]
+__all__ = ["ERRORS_FILE", "Progress", "SimRequest", "SimResult", "list_scenarios", "simulate",
+           "split_names", "validate"]

@@ -1,13 +1,21 @@
-"""`keeper simulate`: bad input is one line and exit 2; the scenario list is complete."""
+"""`keeper simulate`: bad input is one line and exit 2; the scenario list is complete; Ctrl-C
+keeps what is done and leaves no chain running."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from keeper.devnet.anvil import anvil_path
 from keeper.sim.scenarios import SCENARIOS
-from tests.cli.conftest import assert_user_error, run_keeper
+from tests.cli.conftest import SUBPROCESS_TIMEOUT_S, assert_user_error, keeper_env, run_keeper
 
 #: An API key in the URL path, as hosted RPC providers put it: it must never be printed.
 SECRET = "sekr1tApiKey42"
@@ -51,3 +59,80 @@ def test_unreachable_rpc_url_is_masked(workdir: Path) -> None:
     run = run_keeper(workdir, {}, "simulate", "--scenario", "gap50", "--rpc-url", url,
                      "--out", str(workdir / "out"))
     assert_user_error(run, "--rpc-url", "not reachable", secrets=(SECRET,))
+
+
+@pytest.mark.parametrize(
+    ("address", "phrase"),
+    [("127.0.0.1:1", "cannot reach the cluster head"), ("nowhere", "not an address")],
+)
+def test_unreachable_ray_is_one_line_at_once(workdir: Path, address: str, phrase: str) -> None:
+    # ray.init on a dead address retries for minutes; the probe answers within its timeout.
+    pytest.importorskip("ray")
+    run = run_keeper(workdir, {}, "simulate", "--scenario", "gap50", "--ray", address,
+                     "--out", str(workdir / "out"))
+    assert_user_error(run, "--ray", address, phrase)
+    assert not (workdir / "out" / "metrics.json").exists()
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of `pid` (from /proc: the simulator's chains and workers)."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for kid in map(int, kids):
+                if kid not in found:
+                    found.add(kid)
+                    frontier.append(kid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(anvil_path() is None, reason="anvil is not installed")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_keeps_what_is_done_and_stops_every_chain(workdir: Path, workers: int) -> None:
+    out = workdir / "out"
+    # Four paths of a short gap, one policy: the first finishes in seconds, the rest are cut.
+    args = ["--scenario", "gap35", "--paths", "4", "--policies", "hold", "--order",
+            "liquidator-first", "--chain", "anvil", "--time-scale", "0.2", "--tail-hours", "24",
+            "--workers", str(workers), "--no-report", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keeper", "--env-file", str(workdir / "none.env"), "simulate",
+         *args],
+        cwd=workdir, env=keeper_env({}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,  # a terminal's Ctrl-C reaches the whole process group
+    )
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    while b"paths 1/4" not in seen and b"paths 2/4" not in seen:
+        assert time.monotonic() < deadline and proc.poll() is None, seen.decode()
+        seen += os.read(proc.stderr.fileno(), 4096)
+    chains = _children(proc.pid)
+    assert chains, "no chain or worker running at the time of Ctrl-C"
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, rest = proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+    stderr = (seen + rest).decode()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "interrupted: writing what is done" in stderr
+    assert "wrote" in stdout.decode()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True
+    done = metrics["completed_runs"]
+    assert 1 <= done < 4
+    assert len(metrics["results"]["gap35"]["liquidator-first"]["hold"]["paths"]) == done
+    time.sleep(1.0)  # SIGTERM from the kernel (parent death) takes a moment to land
+    assert not [pid for pid in chains if _alive(pid)], "a chain or worker outlived the run"
