@@ -19,7 +19,7 @@ nonces (no estimate per round: the driver's sends are most of the chain's work).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,9 @@ GAS_SMALL = 200_000
 SETTLE_DELAY_S = 6 * 3_600
 #: The driver and actors pay whatever the base fee is, with no tip: their gas is not measured.
 DRIVER_MAX_FEE_WEI = 50_000 * GWEI
+#: Blocks after the last reading whose transaction counts go in the head's batch (a step mines
+#: 2-4 when nobody acts).
+CHANGE_WINDOW = 6
 #: EIP-1559: an empty block lowers the next base fee by 1/8; the anchor block is 8/7 of the target.
 ANCHOR_NUM, ANCHOR_DEN = 8, 7
 
@@ -74,6 +77,9 @@ class TxPump:
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
         self._nonces: dict[ChecksumAddress, int] = {}
+        #: Set while a replay mines by hand (automine off for the whole path, one request fewer
+        #: each way per send): mines the block a single send lands in.
+        self.mine_each: Callable[[], None] | None = None
 
     def reset(self) -> None:
         """Forget nonces (after a chain revert)."""
@@ -82,6 +88,8 @@ class TxPump:
     def send(self, sender: ChecksumAddress, to: ChecksumAddress, data: Any, gas: int,
              what: str) -> HexBytes:
         tx_hash = self._submit(sender, to, data, gas)
+        if self.mine_each is not None:
+            self.mine_each()
         self._check(tx_hash, what)
         return tx_hash
 
@@ -98,7 +106,9 @@ class TxPump:
             for s, to, data, gas, what in calls:
                 self.send(s, to, data, gas, what)
             return
-        chain.set_automine(False)
+        by_hand = self.mine_each is not None  # automine is already off
+        if not by_hand:
+            chain.set_automine(False)
         try:
             hashes = self._submit_batch(calls)
             if timestamp is None:
@@ -106,15 +116,22 @@ class TxPump:
             else:
                 chain.mine_at(timestamp)
         finally:
-            chain.set_automine(True)
+            if not by_hand:
+                chain.set_automine(True)
         self._check_batch(hashes)
 
-    def _batch(self, requests: list[tuple[str, list[Any]]], what: str) -> list[Any]:
-        """One JSON-RPC batch (one HTTP round trip); every answer's result, in order."""
+    def _batch_replies(self, requests: list[tuple[str, list[Any]]], what: str
+                       ) -> list[dict[str, Any]]:
+        """One JSON-RPC batch (one HTTP round trip); every reply, in order, errors included."""
         replies = self.w3.provider.make_batch_request(  # type: ignore[attr-defined]
             [(RPCEndpoint(m), p) for m, p in requests])
         if not isinstance(replies, list):  # the node refused the batch as a whole
             raise DeploymentError(f"simulator: {what}: {replies.get('error')}")
+        return list(replies)
+
+    def _batch(self, requests: list[tuple[str, list[Any]]], what: str) -> list[Any]:
+        """One JSON-RPC batch (one HTTP round trip); every answer's result, in order."""
+        replies = self._batch_replies(requests, what)
         for reply in replies:
             if "error" in reply:
                 raise DeploymentError(f"simulator: {what}: {reply['error']}")
@@ -153,6 +170,30 @@ class TxPump:
         counts = self._batch([("eth_getBlockTransactionCountByNumber", [hex(b)]) for b in blocks],
                              "counting transactions")
         return [int(c, 16) for c in counts]
+
+    def changes_since(self, seen: int) -> tuple[int, bool]:
+        """The head, and whether any block after `seen` up to it holds a transaction — over
+        HTTP in one batch for the usual few blocks (the head and the next `CHANGE_WINDOW`
+        blocks' counts; a block past the head counts as null), a second one past that."""
+        if not isinstance(self.w3.provider, HTTPProvider):
+            head = int(self.w3.eth.block_number)
+            return head, any(self.tx_counts(range(seen + 1, head + 1)))
+        window = range(seen + 1, seen + 1 + CHANGE_WINDOW)
+        head_reply, *count_replies = self._batch_replies(
+            [("eth_blockNumber", []),
+             *(("eth_getBlockTransactionCountByNumber", [hex(b)]) for b in window)],
+            "counting transactions")
+        if "error" in head_reply:
+            raise DeploymentError(f"simulator: reading the head: {head_reply['error']}")
+        head = int(head_reply["result"], 16)
+        for block, reply in zip(window, count_replies, strict=True):
+            if block > head:
+                break  # anvil answers an error for a block past the head
+            if "error" in reply:
+                raise DeploymentError(f"simulator: counting transactions: {reply['error']}")
+            if int(reply["result"], 16):
+                return head, True
+        return head, any(self.tx_counts(range(window.stop, head + 1)))
 
     def _next_nonce(self, sender: ChecksumAddress) -> int:
         if sender not in self._nonces:

@@ -118,8 +118,8 @@ class World:
         """The vaults' snapshots at the head, read again only if a block since `seen` holds a
         transaction: otherwise only time moved (a few empty blocks, seconds of accrual), and
         the reading at `seen` stands. Returns the snapshots and the block they were read at."""
-        head = int(self.w3.eth.block_number)
-        if head == seen or not any(self.pump.tx_counts(range(seen + 1, head + 1))):
+        head, changed = self.pump.changes_since(seen)
+        if not changed:
             return snaps, seen
         return self.reader.read(list(self.dep.vaults), head), head
 
@@ -269,8 +269,9 @@ def run_path(world: World, path: ScenarioPath, policy_name: str, order: str, pat
         _instrument(service, watch)
         policy = make_policy(policy_name, service)
         try:
-            run = _replay(world, service, policy, path, order, path_index, watch, on_step,
-                          clock)
+            with _mining_by_hand(world):
+                run = _replay(world, service, policy, path, order, path_index, watch, on_step,
+                              clock)
         finally:
             service.journal.close()
     total = time.perf_counter() - started
@@ -340,18 +341,36 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
 
 
 @contextmanager
-def _mining_on_sleep(world: World, clock: SimClock) -> Iterator[None]:
+def _mining_by_hand(world: World) -> Iterator[None]:
+    """Automine off for the whole replay (on a chain that queues transactions): every block is
+    mined by whoever needs one — the driver's round block, a block per actor's send, a block
+    per keeper wait — exactly the blocks automine would have made, without switching it off and
+    on around every move (two requests a move)."""
     if not world.chain.queues_transactions:  # in-process: every transaction its own block
         yield
         return
     world.chain.set_automine(False)
+    world.pump.mine_each = lambda: world.chain.mine(1)
+    try:
+        yield
+    finally:
+        world.pump.mine_each = None
+        world.chain.set_automine(True)
+
+
+@contextmanager
+def _mining_on_sleep(world: World, clock: SimClock) -> Iterator[None]:
+    """The keeper's transactions land when it waits for them: each wait (its clock's sleep)
+    mines a block (automine is off: see `_mining_by_hand`)."""
+    if not world.chain.queues_transactions:
+        yield
+        return
     clock.on_sleep = lambda: world.chain.mine(1)
     try:
         yield
     finally:
         clock.on_sleep = None
         world.chain.mine(1)  # whatever is still pending lands before anyone else moves
-        world.chain.set_automine(True)
 
 
 __all__ = ["ORDERS", "START_TIMESTAMP", "SimClock", "World", "build_world", "chain_kind",
