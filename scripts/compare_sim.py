@@ -5,7 +5,8 @@ vault, for one policy: the figures a decision-rule change is judged on.
 
 Per row, summed over the run's paths (NAV and drawdown: mean per path): liquidations, bonus lost,
 keeper transactions, gas used, reverted simulations, hours outside the mandate, the longest
-time to safe (blocks), max drawdown and final NAV. A markdown table, before → after.
+time to safe (blocks), hours with net delta outside its band, the longest time to re-lever
+after implied vol came back (hours), max drawdown and final NAV. A markdown table, before → after.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: Combined over paths as the worst (largest), not summed.
+WORST = ("time_to_safe_blocks", "recovery_hours")
 COLUMNS = (
     ("liquidations", "liq", "{:.0f}"),
     ("liquidation_loss_usd", "bonus lost $", "{:,.0f}"),
@@ -24,6 +27,8 @@ COLUMNS = (
     ("reverted_simulations", "reverted", "{:.0f}"),
     ("hours_outside_mandate", "h outside", "{:.0f}"),
     ("time_to_safe_blocks", "to safe", "{:.0f}"),
+    ("hours_delta_outside_band", "h Δ out", "{:.0f}"),
+    ("recovery_hours", "re-lever h", "{:.0f}"),
     ("max_drawdown", "max DD %", "{:.1f}"),
     ("final_nav_usd", "final NAV $k", "{:,.1f}"),
 )
@@ -44,7 +49,7 @@ def _vault_rows(run: dict[str, Any], policy: str) -> dict[tuple[str, str, str], 
                         value = m.get(key)
                         if value is None:
                             continue
-                        if key == "time_to_safe_blocks":
+                        if key in WORST:
                             row[key] = max(row.get(key, 0.0), float(value))
                         else:
                             row[key] = row.get(key, 0.0) + float(value)

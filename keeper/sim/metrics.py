@@ -14,7 +14,15 @@ worst, `sharpe` the mean. Definitions:
 - ``sharpe`` annualises the mean over the standard deviation of step log returns of NAV
   (zero when NAV never moves);
 - ``txs`` counts transactions that reached the chain (mined or reverted on-chain);
-  ``reverted_simulations`` the actions refused by `eth_call` before sending.
+  ``reverted_simulations`` the actions refused by `eth_call` before sending;
+- ``hours_delta_outside_band``: steps with ``|net delta / NAV − hedge_target| > hedge_band``;
+- ``recovery_hours`` (scenarios with one move after a lead-in): the target is the leverage at
+  the end of the lead-in, judged with the keeper's rebalance band (``max(0.10, 10 % × it)``);
+  implied vol is *back* at the first step from the move on where every underlying's IV is
+  within ``IV_BACK_TOLERANCE`` of its level at the end of the lead-in; the metric is the hours
+  from then to the first step whose leverage is inside the band (0 if it already is; ``inf``
+  if it never gets there; None when IV never comes back within the path — run a longer
+  ``--tail-hours``). Combined as the worst.
 """
 
 from __future__ import annotations
@@ -25,11 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from keeper.sim.records import PHASE_END, PathRun, VaultRun
+from keeper.risk.params import REBALANCE_BAND_ABS, REBALANCE_BAND_REL
+from keeper.sim.records import PHASE_END, MarketStep, Observation, PathRun, VaultRun
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 #: Outcomes whose transaction reached the chain (gas was paid).
 ON_CHAIN = ("mined", "reverted")
+#: Implied vol counts as back to its pre-move level within this fraction of it.
+IV_BACK_TOLERANCE = 0.05
 
 METRIC_KEYS = (
     "liquidations",
@@ -47,6 +58,8 @@ METRIC_KEYS = (
     "hours_outside_mandate",
     "time_to_safe_blocks",
     "breaches",
+    "hours_delta_outside_band",
+    "recovery_hours",
 )
 #: How `combine` merges each metric across vaults and paths.
 _SUMMED = {
@@ -61,7 +74,10 @@ _SUMMED = {
     "reverted_simulations",
     "hours_outside_mandate",
     "breaches",
+    "hours_delta_outside_band",
 }
+#: Combined as the worst (largest); None when no part has a value.
+_WORST_OR_NONE = {"time_to_safe_blocks", "recovery_hours"}
 
 
 def max_drawdown(nav: Sequence[float]) -> float:
@@ -103,23 +119,52 @@ def breach_spans(blocks: Sequence[int], health: Sequence[float], min_health: flo
     return spans
 
 
-def vault_metrics(run: VaultRun, step_s: int) -> dict[str, Any]:
-    """Every metric of one vault over one path."""
+def rebalance_band(target: float) -> float:
+    """The keeper's leverage no-trade half-width around `target` (`keeper.risk.params`)."""
+    return max(REBALANCE_BAND_ABS, REBALANCE_BAND_REL * target)
+
+
+def recovery_hours(end: Sequence[Observation], market: Sequence[MarketStep],
+                   shock_step: int | None, step_s: int) -> float | None:
+    """Hours from implied vol being back to leverage being back (module docstring)."""
+    if shock_step is None:
+        return None
+    iv_at = {m.step: m.iv for m in market}
+    lev_at = {o.step: o.leverage for o in end}
+    before = shock_step - 1
+    if before not in iv_at or before not in lev_at:
+        return None
+    iv0, target = iv_at[before], lev_at[before]
+    back = next(
+        (m.step for m in sorted(market, key=lambda m: m.step)
+         if m.step >= shock_step
+         and all(m.iv[u] <= iv0[u] * (1.0 + IV_BACK_TOLERANCE) for u in iv0)),
+        None,
+    )
+    if back is None:
+        return None
+    band = rebalance_band(target)
+    done = next((k for k in sorted(lev_at) if k >= back and abs(lev_at[k] - target) <= band),
+                None)
+    return math.inf if done is None else (done - back) * step_s / 3600
+
+
+def vault_metrics(run: VaultRun, step_s: int, market: Sequence[MarketStep] = (),
+                  shock_step: int | None = None) -> dict[str, Any]:
+    """Every metric of one vault over one path (`market` and `shock_step`: for recovery)."""
     bands = run.bands
     obs = sorted(run.observations, key=lambda o: (o.block, o.phase != "oracle"))
     end = [o for o in run.observations if o.phase == PHASE_END]
     hours = step_s / 3600
     nav = [o.nav_usd for o in end]
     below = sum(1 for o in end if o.health < bands.min_health)
-    outside = sum(
-        1
+    delta_off = [
+        o.nav_usd > 0 and abs(o.net_delta_usd / o.nav_usd - bands.hedge_target) > bands.hedge_band
         for o in end
-        if o.leverage > bands.max_leverage
-        or (
-            o.nav_usd > 0
-            and abs(o.net_delta_usd / o.nav_usd - bands.hedge_target) > bands.hedge_band
-        )
-    )
+    ]
+    outside = sum(1 for o, off in zip(end, delta_off, strict=True)
+                  if off or o.leverage > bands.max_leverage)
+    delta_out = sum(delta_off)
     spans = breach_spans([o.block for o in obs], [o.health for o in obs], bands.min_health)
     on_chain = [a for a in run.actions if a.status in ON_CHAIN]
     return {
@@ -138,6 +183,8 @@ def vault_metrics(run: VaultRun, step_s: int) -> dict[str, Any]:
         "hours_outside_mandate": outside * hours,
         "time_to_safe_blocks": max(spans) if spans else None,
         "breaches": len(spans),
+        "hours_delta_outside_band": delta_out * hours,
+        "recovery_hours": recovery_hours(end, market, shock_step, step_s),
     }
 
 
@@ -151,8 +198,10 @@ def combine(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             out[key] = sum(values) if values else 0
         elif key in ("min_health",):
             out[key] = min(values, default=math.inf)
-        elif key in ("max_drawdown", "time_to_safe_blocks"):
-            out[key] = max(values) if values else (None if key == "time_to_safe_blocks" else 0.0)
+        elif key in _WORST_OR_NONE:
+            out[key] = max(values) if values else None
+        elif key == "max_drawdown":
+            out[key] = max(values) if values else 0.0
         else:  # sharpe
             out[key] = float(np.mean(values)) if values else 0.0
     return out
@@ -160,7 +209,8 @@ def combine(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def path_metrics(run: PathRun) -> dict[str, Any]:
     """One path: per vault (by name) and their combination."""
-    vaults = {v.name: vault_metrics(v, run.step_s) for v in run.vaults}
+    vaults = {v.name: vault_metrics(v, run.step_s, run.market, run.shock_step)
+              for v in run.vaults}
     return {"path": run.path, "seed": run.seed, "total": combine(vaults.values()),
             "vaults": vaults}
 

@@ -107,6 +107,24 @@ HOURS_OUTSIDE = Metric(
     "less",
     "sum",
 )
+DELTA_OUTSIDE = Metric(
+    "hours_delta_outside_band",
+    "h delta outside band",
+    "time with net delta outside its band",
+    fmt_hours,
+    False,
+    "less",
+    "sum",
+)
+RECOVERY = Metric(
+    "recovery_hours",
+    "h to re-lever",
+    "time to re-lever after implied vol came back",
+    fmt_hours,
+    False,
+    "sooner",
+    "worst",
+)
 FINAL_NAV = Metric("final_nav_usd", "final NAV", "final NAV", fmt_usd, True, "more", "sum")
 DRAWDOWN = Metric(
     "max_drawdown", "max drawdown", "max drawdown", fmt_pct, False, "smaller", "worst", fmt_pp
@@ -120,9 +138,11 @@ REVERTED = Metric(
     "reverted_simulations", "reverted sims", "reverted simulations", fmt_int, False, "fewer", "sum"
 )
 
-RISK = (LIQUIDATIONS, LIQ_LOSS, MIN_HEALTH, HOURS_BELOW, BREACHES, TIME_TO_SAFE, HOURS_OUTSIDE)
+RISK = (LIQUIDATIONS, LIQ_LOSS, MIN_HEALTH, HOURS_BELOW, BREACHES, TIME_TO_SAFE, HOURS_OUTSIDE,
+        DELTA_OUTSIDE, RECOVERY)
 RETURN_COST = (FINAL_NAV, DRAWDOWN, SHARPE, TXS, GAS_USED, GAS_USD, SLIPPAGE, REVERTED)
-SUMMARY = tuple(m for m in (*RISK, *RETURN_COST) if m.across != "none" and m is not TIME_TO_SAFE)
+SUMMARY = tuple(m for m in (*RISK, *RETURN_COST)
+                if m.across != "none" and m not in (TIME_TO_SAFE, RECOVERY))
 #: The "who did best" lines, with their labels.
 BEST = (
     (LIQUIDATIONS, "Fewest liquidations"),

@@ -113,6 +113,8 @@ class PathRun:
     #: Wall-clock seconds spent per part (chain, read, decide, send, other): benchmarks only,
     #: never part of the metrics.
     timings: dict[str, float] = field(default_factory=dict)
+    #: The first step of the scenario's move (None: no single move to recover from).
+    shock_step: int | None = None
 
 
 __all__ = [

@@ -70,6 +70,8 @@ class ScenarioPath:
     base_fee_gwei: FloatArray  # > 0 everywhere
     oracle_lag_steps: int  # the on-chain oracle shows the spot of this many steps earlier
     tail_start: int  # index of the first step of the final flat tail
+    #: The first step of the scenario's move (after its lead-in); None for gbm/regime/jumps.
+    shock_step: int | None = None
 
     @property
     def n_steps(self) -> int:
@@ -125,7 +127,8 @@ class Scenario:
             name=self.name, seed=used_seed, step_s=STEP_S,
             spot=_frozen({u: spot[:, i] for i, u in enumerate(UNDERLYINGS)}),
             iv=_frozen({u: iv[:, i] for i, u in enumerate(UNDERLYINGS)}),
-            base_fee_gwei=_readonly(gas), oracle_lag_steps=self.oracle_lag_steps, tail_start=m)
+            base_fee_gwei=_readonly(gas), oracle_lag_steps=self.oracle_lag_steps, tail_start=m,
+            shock_step=None if body.lead_in_steps is None else body.lead_in_steps + 1)
 
 
 def path_seed(seed: int, path: int, name: str) -> int:

@@ -64,6 +64,8 @@ class Body:
     gas_override: FloatArray  # gwei where a stylised profile applies, NaN elsewhere
     calm_gas_gwei: float = GAS_CALM_GWEI
     iv_half_life_h: float = IV_HALF_LIFE_H
+    #: Steps of calm before the scenario's move (its lead-in); None when there is no one move.
+    lead_in_steps: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,4 +176,4 @@ def shaped(legs: tuple[Leg, ...], rho: float, rng: np.random.Generator, time_sca
         override[on] = np.clip(np.interp(hours[on], key_h, key_g) * np.exp(z),
                                key_g.min(), key_g.max())
     return Body(move + noise, np.log(start * ratio), move_response(move) - IV_LEVERAGE * noise,
-                override, calm_gas_gwei, iv_half_life_h)
+                override, calm_gas_gwei, iv_half_life_h, lead_in_steps=lens[0])

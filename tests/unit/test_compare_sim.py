@@ -30,24 +30,29 @@ def _run(paths: list[dict[str, float]]) -> dict[str, Any]:
     ]}}}}}
 
 
-def _metrics(txs: int, nav: float, dd: float, safe: int | None) -> dict[str, Any]:
+def _metrics(txs: int, nav: float, dd: float, safe: int | None,
+             relever: float | None = None) -> dict[str, Any]:
     return {"liquidations": 0, "liquidation_loss_usd": 0.0, "txs": txs, "gas_used": txs * 500_000,
             "reverted_simulations": 0, "hours_outside_mandate": 2.0, "time_to_safe_blocks": safe,
+            "hours_delta_outside_band": 1.0, "recovery_hours": relever,
             "max_drawdown": dd, "final_nav_usd": nav}
 
 
 def test_paths_are_summed_nav_and_drawdown_averaged_time_to_safe_the_worst(
     cmp: ModuleType,
 ) -> None:
-    before = _run([_metrics(30, 1_000_000.0, 0.02, 3), _metrics(20, 1_100_000.0, 0.04, 7)])
-    after = _run([_metrics(5, 1_010_000.0, 0.02, 3), _metrics(5, 1_110_000.0, 0.04, None)])
+    before = _run([_metrics(30, 1_000_000.0, 0.02, 3, 60.0),
+                   _metrics(20, 1_100_000.0, 0.04, 7, float("inf"))])
+    after = _run([_metrics(5, 1_010_000.0, 0.02, 3, 12.0),
+                  _metrics(5, 1_110_000.0, 0.04, None, 30.0)])
     row = cmp.compare(before, after, "keeper").splitlines()[2]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:3] == ["rally", "keeper-first", "Balanced"]
     # liq, bonus, txs 50 → 10, gas 25 M → 5 M, reverted, h outside 4, to safe max(3, 7) → 3,
-    # drawdown mean 3 %, NAV mean 1,050k → 1,060k.
-    assert cells[3:] == ["0", "0", "50 → 10", "25.0 → 5.0", "0", "4", "7 → 3", "3.0",
-                         "1,050.0 → 1,060.0"]
+    # h delta out 2, re-lever the worst: max(60, inf) → max(12, 30), drawdown mean 3 %,
+    # NAV mean 1,050k → 1,060k.
+    assert cells[3:] == ["0", "0", "50 → 10", "25.0 → 5.0", "0", "4", "7 → 3", "2",
+                         "inf → 30", "3.0", "1,050.0 → 1,060.0"]
 
 
 def test_a_file_that_is_not_a_metrics_file_is_one_line_and_exit_2(

@@ -11,6 +11,7 @@ from keeper.sim.metrics import (
     build_metrics,
     combine,
     max_drawdown,
+    recovery_hours,
     sharpe,
     vault_metrics,
 )
@@ -20,6 +21,7 @@ from keeper.sim.records import (
     ActionRecord,
     Bands,
     LiquidationRecord,
+    MarketStep,
     Observation,
     PathRun,
     VaultRun,
@@ -109,3 +111,43 @@ def test_combine_and_build() -> None:
     assert slot["total"]["final_nav_usd"] == 90.0
     assert slot["vaults"]["V"]["max_drawdown"] == pytest.approx(0.1)
     assert slot["paths"][0]["seed"] == 7
+
+
+def _market(ivs: list[float]) -> list[MarketStep]:
+    """Steps 1..n with ETH implied vol `ivs[k-1]` (BTC at 0.5 throughout)."""
+    return [MarketStep(k, 1000 + k, {"ETH": 1.0}, {"ETH": iv, "BTC": 0.5}, 10.0)
+            for k, iv in enumerate(ivs, start=1)]
+
+
+def test_recovery_hours_by_hand() -> None:
+    # Lead-in ends at step 2 (IV 0.60, leverage 1.5 → band max(0.10, 0.15) = 0.15); the move is
+    # step 3. IV: 0.9, 0.7, then 0.62 at step 6 — within 5 % of 0.60 (≤ 0.63): back at step 6.
+    # Leverage after the move: 0.5 until step 8, 1.36 at step 9 (|1.36 − 1.5| ≤ 0.15): 3 h.
+    market = _market([0.6, 0.6, 0.9, 0.8, 0.7, 0.62, 0.6, 0.6, 0.6, 0.6])
+    levs = [1.5, 1.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1.36, 1.5]
+    end = [obs(k, PHASE_END, k, 100.0, 2.0, lev) for k, lev in enumerate(levs, start=1)]
+    assert recovery_hours(end, market, 3, 3600) == 3.0
+    # Already inside the band when IV is back: 0; never back inside: inf.
+    assert recovery_hours([*end[:5], *[obs(k, PHASE_END, k, 100.0, 2.0, 1.4)
+                                        for k in range(6, 11)]], market, 3, 3600) == 0.0
+    stuck = [obs(k, PHASE_END, k, 100.0, 2.0, 1.5 if k < 3 else 0.5) for k in range(1, 11)]
+    assert recovery_hours(stuck, market, 3, 3600) == math.inf
+    # 0.64 > 0.63 is not back: IV never comes back, so there is nothing to judge.
+    assert recovery_hours(end, _market([0.6, 0.6, 0.9, 0.8, 0.7, 0.64, 0.64]), 3, 3600) is None
+    # No single move (gbm): None; half-hour steps halve the hours.
+    assert recovery_hours(end, market, None, 3600) is None
+    assert recovery_hours(end, market, 3, 1800) == 1.5
+
+
+def test_net_delta_outside_its_band_is_counted_on_its_own() -> None:
+    # Target 0.30 ± 0.05 of NAV 100: deltas 30 (in), 36 (out), 24 (out), 34 (in); leverage 3.0
+    # at the last step is outside the mandate but not a delta miss.
+    v = VaultRun("V", "0x1", BANDS)
+    for k, (d, lev) in enumerate([(30.0, 1.0), (36.0, 1.0), (24.0, 1.0), (34.0, 3.0)], start=1):
+        v.observations.append(obs(k, PHASE_END, k, 100.0, 2.0, lev, delta=d))
+    m = vault_metrics(v, 3600)
+    assert m["hours_delta_outside_band"] == 2.0
+    assert m["hours_outside_mandate"] == 3.0
+    assert m["recovery_hours"] is None  # no market, no move
+    both = combine([m, {**m, "recovery_hours": 5.0}, {**m, "recovery_hours": math.inf}])
+    assert both["hours_delta_outside_band"] == 6.0 and both["recovery_hours"] == math.inf

@@ -126,6 +126,8 @@ def m(**kw: Any) -> dict[str, Any]:
         hours_outside_mandate=1.0,
         time_to_safe_blocks=None,
         breaches=0,
+        hours_delta_outside_band=0.5,
+        recovery_hours=None,
     )
     base.update(kw)
     return base
@@ -313,9 +315,10 @@ def test_summary_combines_scenarios(tmp_path: Path) -> None:
     text = write_report(tmp_path, runs, metrics(results)).read_text(encoding="utf-8")
     summary = text.split("## Summary over all scenarios", 1)[1].split("## Scenario", 1)[0]
     # Σ liquidations, Σ loss, worst min health, Σ hours below, Σ breaches, Σ hours outside,
-    # Σ final NAV, worst drawdown, Σ txs, Σ gas used, Σ gas cost, Σ slippage, Σ reverted.
+    # Σ hours delta outside, Σ final NAV, worst drawdown, Σ txs, Σ gas used, Σ gas cost,
+    # Σ slippage, Σ reverted.
     assert (
-        "| keeper-first | keeper | 3 | $1,500 | 1.100 | 0.0 h | 0 | 2.0 h | $2,000,000 | "
+        "| keeper-first | keeper | 3 | $1,500 | 1.100 | 0.0 h | 0 | 2.0 h | 1.0 h | $2,000,000 | "
         "30.00% | 20 | 4,000,000 | $80.00 | $4,000 | 0 |"
     ) in summary
     assert "- **scenarios**: `crash, calm`" in text and "- **chain**: `tester`" in text
