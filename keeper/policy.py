@@ -55,7 +55,7 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -63,7 +63,7 @@ import numpy as np
 
 from keeper.errors import RiskInputError
 from keeper.risk.actions import Action, ActionKind, InputValue, Urgency
-from keeper.risk.assess import Assessment, assess_book
+from keeper.risk.assess import Assessment, HedgeAssessment, assess_book, assess_hedge
 from keeper.risk.book import pack
 from keeper.risk.forecast import MarketForecast, build_forecast
 from keeper.risk.params import PolicyParams
@@ -81,10 +81,12 @@ DEFAULT_PARAMS = PolicyParams()
 __all__ = [
     "Action",
     "ActionKind",
+    "Gates",
     "Urgency",
     "assess_batch",
     "decide",
     "decide_batch",
+    "gate",
     "settlements",
 ]
 
@@ -130,7 +132,7 @@ def decide_batch(
     if not states:
         return []
     a = assess_batch(states, mandates, market, costs, params, forecast)
-    return _all_actions(a, params, costs)
+    return _all_actions(a, gate(a, costs, params), params, costs)
 
 
 def decide(
@@ -152,6 +154,48 @@ def decide(
     return decide_batch([state], [mandate], market, costs, params, forecast)[0]
 
 
+# --- the rules: which of the assessed actions to take ------------------------------------
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """The decisions for a book, per vault (V,), and the hedge assessed on the decided
+    rebalance. Each rule is here once; `keeper.risk.assess` only measures."""
+
+    #: Some venue is under the mandate's min health and the feeds are fresh: cure it, nothing
+    #: else this cycle.
+    deleverage: np.ndarray
+    #: May take a risk-changing trade at all: fresh, not paused, not deleveraging, NAV > 0.
+    can_trade: np.ndarray
+    #: The rebalance would add leverage while the market falls.
+    relever_blocked: np.ndarray
+    rebalance: np.ndarray
+    #: (V, U) the decided rebalance's spot legs (zeros where none).
+    rebalance_legs: np.ndarray
+    hedge: np.ndarray
+    hedged: HedgeAssessment
+
+
+def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
+    """Deleverage when a venue is under min health (never skipped for cost); otherwise
+    rebalance when leverage is outside its band, the benefit beats the cost, the venue's
+    slippage fits the mandate and it does not re-lever into a falling market; then hedge, on
+    the book that rebalance leaves, when net delta is outside its band, the margin cash allows
+    at least `min_hedge_scale` of it and the benefit beats the cost."""
+    deleverage = ~a.stale & (a.lending_low | a.perp_low)
+    can_trade = ~a.stale & ~a.book.paused & ~deleverage & (a.book.nav > 0)
+    relever_blocked = a.market_falling & (a.target_leverage > a.leverage)
+    rebalance = (
+        can_trade
+        & a.rebalance_out
+        & a.slippage_ok
+        & (a.rebalance_benefit > a.rebalance_cost)
+        & ~relever_blocked
+    )
+    legs = np.where(rebalance[:, None], a.rebalance_proposal, 0.0)
+    h = assess_hedge(a, legs, costs, params)
+    hedge = can_trade & h.out & (h.scale >= params.min_hedge_scale) & (h.benefit > h.cost)
+    return Gates(deleverage, can_trade, relever_blocked, rebalance, legs, hedge, h)
+
+
 # --- building actions from one row of the assessment ------------------------------------
 # Rows are read from plain lists (one ``tolist`` per array per batch): indexing numpy scalars
 # one by one costs more than the whole vectorised assessment.
@@ -169,14 +213,15 @@ _HEDGE_KEYS = (
 )
 
 
-def _rows(a: Assessment, idx: np.ndarray) -> Rows:
+def _rows(a: Assessment, g: Gates, idx: np.ndarray) -> Rows:
     """Plain-list rows of every per-vault array, for the vaults in ``idx`` only (row i of each
-    list is vault ``idx[i]``)."""
+    list is vault ``idx[i]``); the hedge's under ``hedge_<name>``."""
     out: Rows = {}
-    for f in fields(a):
-        value = getattr(a, f.name)
-        if isinstance(value, np.ndarray):
-            out[f.name] = value[idx].tolist()
+    for obj, prefix in ((a, ""), (g, ""), (g.hedged, "hedge_")):
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, np.ndarray) and f.name != "cov":
+                out[prefix + f.name] = value[idx].tolist()
     for name, arr in a.book.mandate.items():
         out[f"mandate.{name}"] = arr[idx].tolist()
     for name in ("has", "price", "nav", "paused"):
@@ -221,6 +266,23 @@ def _common(a: Assessment, r: Rows, v: int) -> dict[str, InputValue]:
     return out
 
 
+def deleverage_urgency(binding: float, stake_usd: float, params: PolicyParams,
+                       costs: Costs) -> Urgency:
+    """CRITICAL one bad block from liquidation (binding health under `critical_health`), or
+    when the stake — what liquidators would take — is worth the gas at the CRITICAL cap many
+    times over (`breach_stake_multiple`); else HIGH. Only the fee cap differs: neither waits
+    for a cheaper base fee."""
+    if binding < params.critical_health:
+        return Urgency.CRITICAL
+    per_gas = costs.critical_gas_price_usd_per_gas
+    if per_gas is None:
+        per_gas = costs.gas_price_usd_per_gas
+    gas_usd = per_gas * costs.gas_units_deleverage
+    if stake_usd >= params.breach_stake_multiple * gas_usd:
+        return Urgency.CRITICAL
+    return Urgency.HIGH
+
+
 def _deleverage(
     a: Assessment, r: Rows, v: int, params: PolicyParams, costs: Costs
 ) -> list[Action]:
@@ -242,7 +304,7 @@ def _deleverage(
         }
     )
     venues = [name for name in ("lending", "perp") if r[f"{name}_health"][v] < min_h]
-    urgency = Urgency.CRITICAL if binding < params.critical_health else Urgency.HIGH
+    urgency = deleverage_urgency(binding, r["at_stake_usd"][v], params, costs)
     reason = f"{'+'.join(venues)} health {binding:.3f} < min {min_h:.3f}"
     out: list[Action] = []
     repay, withdraw = r["delev_repay"][v], r["delev_margin_withdraw"][v]
@@ -330,8 +392,8 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
         }
     )
     has, price = r["book.has"][v], r["book.price"][v]
-    net, post, tgt = r["net_delta"][v], r["net_delta_post"][v], r["target_delta"][v]
-    band, ww, gamma = r["band_usd"][v], r["ww_units"][v], r["gamma"][v]
+    net, post, tgt = r["net_delta"][v], r["hedge_net_delta_post"][v], r["hedge_target_delta"][v]
+    band, ww, gamma = r["hedge_band_usd"][v], r["hedge_ww_units"][v], r["gamma"][v]
     worst, worst_ratio = "", -1.0
     for j, u in enumerate(a.book.underlyings):
         if not has[j]:
@@ -426,7 +488,9 @@ def _why_not(r: Rows, v: int) -> str:
     return "; ".join(reasons)
 
 
-def _all_actions(a: Assessment, params: PolicyParams, costs: Costs) -> list[list[Action]]:
+def _all_actions(
+    a: Assessment, g: Gates, params: PolicyParams, costs: Costs
+) -> list[list[Action]]:
     out: list[list[Action]] = [[] for _ in range(a.book.n_vaults)]
     debug = logger.isEnabledFor(logging.DEBUG)
     info = logger.isEnabledFor(logging.INFO)
@@ -434,12 +498,12 @@ def _all_actions(a: Assessment, params: PolicyParams, costs: Costs) -> list[list
     wanted = (
         np.ones(a.book.n_vaults, dtype=bool)
         if debug
-        else (a.deleverage | a.rebalance | a.hedge | a.stale)
+        else (g.deleverage | g.rebalance | g.hedge | a.stale)
     )
     idx = np.flatnonzero(wanted)
     if idx.size == 0:
         return out
-    r = _rows(a, idx)
+    r = _rows(a, g, idx)
     for i, v in enumerate(idx.tolist()):
         vault = r["book.addresses"][i]
         if r["stale"][i]:

@@ -26,7 +26,7 @@ from keeper.clock import Clock
 from keeper.errors import KeeperError, StaleDataError
 from keeper.journal import Journal
 from keeper.policy import decide_batch, settlements
-from keeper.risk.actions import Action, ActionKind
+from keeper.risk.actions import Action, ActionKind, Urgency
 from keeper.risk.types import Costs, MarketView, histories_from
 from keeper.tx.builder import build_call
 from keeper.tx.fees import fetch_fee_inputs
@@ -362,8 +362,10 @@ class KeeperService:
             0.0,
         )
         first = snaps[0]
+        critical_cap = self.sender.fee_policy.cap_for(Urgency.CRITICAL)
         return Costs(
             gas_price_usd_per_gas=(inputs.base_fee + tip) / 1e18 * native,
+            critical_gas_price_usd_per_gas=critical_cap / 1e18 * native,
             swap_fee_bps=float(first.swap_fee_bps),
             swap_slippage_bps=SWAP_IMPACT_BPS,
             perp_fee_bps=float(first.perp_fee_bps),

@@ -1,5 +1,10 @@
 """Vectorised assessment of many vaults at once: every number the decision rules need.
 
+This module measures; it decides nothing. What a deleverage, a rebalance and a hedge would be,
+and what each would cost and bring, is computed here for every vault; which of them to take is
+`keeper.policy.gate` (each rule once), and the hedge is assessed by `assess_hedge` on the book
+the decided rebalance leaves.
+
 One `Book` (V vaults × U underlyings × O options) goes through numpy in a fixed number of array
 operations, so assessing 1 000 vaults costs about as much as assessing a handful. The scalar
 `keeper.policy.decide` is the same code on a book of one, so the two paths cannot disagree.
@@ -71,12 +76,17 @@ class Assessment:
     lev_health: FloatArray
     lev_borrow: FloatArray
     target_leverage: FloatArray
-    deleverage: BoolArray
+    #: Per venue: below the mandate's min health (what a deleverage would cure).
+    lending_low: BoolArray
+    perp_low: BoolArray
     delev_target_health: FloatArray
     delev_lending_after: FloatArray
     delev_perp_after: FloatArray
     delev_benefit: FloatArray
     delev_cost: FloatArray
+    #: USD: what liquidators would take if every position were liquidated now (the penalty on
+    #: the debt and on the perp notional) — the stake a breach of min health puts at risk.
+    at_stake_usd: FloatArray
     #: USD: idle cash into perp margin; debt repaid from idle and perp margin; margin withdrawn.
     delev_top_up: FloatArray
     delev_repay: FloatArray
@@ -84,32 +94,49 @@ class Assessment:
     margin_target: FloatArray
     rebalance_band: FloatArray
     rebalance_out: BoolArray
-    relever_blocked: BoolArray
-    rebalance: BoolArray
+    #: Some held underlying fell more than `relever_max_fall` over the trend lookback.
+    market_falling: BoolArray
     rebalance_benefit: FloatArray
     rebalance_cost: FloatArray
     slippage_ok: BoolArray
-    hedge_out: BoolArray
-    hedge: BoolArray
-    hedge_scale: FloatArray
-    hedge_benefit: FloatArray
-    hedge_cost: FloatArray
-    hedge_top_up: FloatArray
-    can_trade: BoolArray
+    perp_equity: FloatArray
+    #: Idle cash the perp book needs to reach its margin target (never spent on spot).
+    margin_reserve: FloatArray
+    #: Perp health a risk-increasing move keeps: min health + the rebalance buffer.
+    keep_health: FloatArray
     # --- (V, U) ------------------------------------------------------------------------
     sigma: FloatArray
     shock: FloatArray
     weights: FloatArray
     gamma: FloatArray
     net_delta: FloatArray
+    mm_frac: FloatArray
+    delev_spot: FloatArray
+    delev_perp: FloatArray
+    #: The trade to the target leverage, whether or not it is worth making.
+    rebalance_proposal: FloatArray
+    # --- (V, U, U) ---------------------------------------------------------------------
+    cov: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeAssessment:
+    """The hedge on a book after a given rebalance (see `assess_hedge`): (V,) or (V, U)."""
+
+    #: Some underlying's net delta is outside its no-trade band.
+    out: BoolArray
+    #: Fraction of the full hedge the cash for its margin allows (1 when it all fits).
+    scale: FloatArray
+    benefit: FloatArray
+    cost: FloatArray
+    #: USD of idle cash posted as perp margin with the hedge.
+    top_up: FloatArray
     net_delta_post: FloatArray
     target_delta: FloatArray
     band_usd: FloatArray
     ww_units: FloatArray
-    delev_spot: FloatArray
-    delev_perp: FloatArray
-    rebalance_legs: FloatArray
-    hedge_legs: FloatArray
+    #: Perp units to trade (already scaled).
+    legs: FloatArray
 
 
 @functools.lru_cache(maxsize=256)
@@ -286,7 +313,6 @@ def assess_book(
     h_t = min_h + params.deleverage_health_buffer
     lend_low = lending < min_h
     perp_low = perp < min_h
-    deleverage = ~stale & (lend_low | perp_low)
     total_notional = notional.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         # Perp venue below min health: idle cash into margin first (up to the margin target, so
@@ -354,7 +380,6 @@ def assess_book(
     delev_perp = -gcut[:, None] * book.perp_size * has
 
     # Rebalance: leverage outside its band → trade to the target (risk-parity weights).
-    can_trade = ~stale & ~book.paused & ~deleverage & (nav > 0)
     band = np.maximum(params.rebalance_band_abs, params.rebalance_band_rel * target_lev)
     out = np.abs(leverage - target_lev) > band
     target_usd = target_lev[:, None] * nav[:, None] * weights
@@ -369,9 +394,76 @@ def assess_book(
     slippage_ok = costs.swap_slippage_bps <= m["max_slippage_bps"]
     recent = np.array([forecast.recent_returns.get(u, 0.0) for u in names])
     falling = np.any(has & (recent < -params.relever_max_fall), axis=1)
-    relever_blocked = falling & (target_lev > leverage)
-    rebalance = can_trade & out & slippage_ok & (reb_benefit > reb_cost) & ~relever_blocked
-    rebalance_legs = np.where(rebalance[:, None], legs, 0.0)
+
+    return Assessment(
+        book=book,
+        vol_methods=vol_methods,
+        stale=stale,
+        oldest_feed_age_s=oldest,
+        lending_health=lending,
+        perp_health=perp,
+        binding_health=binding,
+        leverage=leverage,
+        collateral_usd=coll_value,
+        basket_vol=basket_vol,
+        lev_vol=lev_vol,
+        lev_cppi=lev_cppi,
+        lev_kelly=lev_kelly,
+        lev_stress=lev_stress,
+        lev_health=lev_health,
+        lev_borrow=lev_borrow,
+        target_leverage=target_lev,
+        lending_low=lend_low,
+        perp_low=perp_low,
+        delev_target_health=h_t,
+        delev_lending_after=lending_after,
+        delev_perp_after=perp_after,
+        delev_benefit=delev_benefit,
+        delev_cost=delev_cost,
+        at_stake_usd=pen * (debt + total_notional),
+        delev_top_up=delev_top_up,
+        delev_repay=repay,
+        delev_margin_withdraw=np.where(lend_low, from_margin, 0.0),
+        margin_target=margin_target,
+        rebalance_band=band,
+        rebalance_out=out,
+        market_falling=falling,
+        rebalance_benefit=reb_benefit,
+        rebalance_cost=reb_cost,
+        slippage_ok=np.broadcast_to(slippage_ok, nav.shape),
+        perp_equity=equity,
+        margin_reserve=margin_reserve,
+        keep_health=thr,
+        sigma=sigma,
+        shock=shock,
+        weights=weights,
+        gamma=gamma,
+        net_delta=net_delta,
+        mm_frac=mm_frac,
+        delev_spot=delev_spot,
+        delev_perp=delev_perp,
+        rebalance_proposal=legs,
+        cov=cov,
+    )
+
+
+def assess_hedge(
+    a: Assessment, rebalance_legs: FloatArray, costs: Costs, params: PolicyParams
+) -> HedgeAssessment:
+    """The hedge on the book after `rebalance_legs` (the rebalance the policy decided, zeros
+    where none): net delta back to the mandate's target per underlying, outside a
+    Whalley–Wilmott no-trade band, its margin — initial margin when a position grows — from
+    idle cash the rebalance does not spend, scaled down when that cash is short."""
+    book, m = a.book, a.book.mandate
+    has, price, nav = book.has, book.price, book.nav
+    hz = params.horizon_s / SECONDS_PER_YEAR
+    kappa = params.risk_aversion
+    safe_nav = np.where(nav > 0, nav, 1.0)
+    perp_fee = costs.perp_fee_bps * BPS
+    cov, mm_frac, thr = a.cov, a.mm_frac, a.keep_health
+    equity, perp, net_delta, gamma = a.perp_equity, a.perp_health, a.net_delta, a.gamma
+    idle = np.maximum(book.idle_usdc, 0.0)
+    margin_reserve = a.margin_reserve
 
     # Hedge, on the post-rebalance book: net delta back to the mandate's target per underlying.
     coll_post = book.coll + rebalance_legs
@@ -430,64 +522,15 @@ def assess_book(
     dev_after = dev_usd + hedge_legs * price
     hedge_benefit = kappa * hz / (2.0 * safe_nav) * (_quad(dev_usd, cov) - _quad(dev_after, cov))
     hedge_cost = costs.gas_price_usd_per_gas * costs.gas_units_hedge + scale * hedge_fee
-    hedge_any: BoolArray = np.asarray(out_u.any(axis=1), dtype=bool)
-    hedge = can_trade & hedge_any & (scale >= params.min_hedge_scale) & (hedge_benefit > hedge_cost)
-    hedge_legs = np.where(hedge[:, None], hedge_legs, 0.0)
-    hedge_top_up = np.where(hedge, hedge_top_up, 0.0)
-
-    return Assessment(
-        book=book,
-        vol_methods=vol_methods,
-        stale=stale,
-        oldest_feed_age_s=oldest,
-        lending_health=lending,
-        perp_health=perp,
-        binding_health=binding,
-        leverage=leverage,
-        collateral_usd=coll_value,
-        basket_vol=basket_vol,
-        lev_vol=lev_vol,
-        lev_cppi=lev_cppi,
-        lev_kelly=lev_kelly,
-        lev_stress=lev_stress,
-        lev_health=lev_health,
-        lev_borrow=lev_borrow,
-        target_leverage=target_lev,
-        deleverage=deleverage,
-        delev_target_health=h_t,
-        delev_lending_after=lending_after,
-        delev_perp_after=perp_after,
-        delev_benefit=delev_benefit,
-        delev_cost=delev_cost,
-        delev_top_up=delev_top_up,
-        delev_repay=repay,
-        delev_margin_withdraw=np.where(lend_low, from_margin, 0.0),
-        margin_target=margin_target,
-        rebalance_band=band,
-        rebalance_out=out,
-        relever_blocked=relever_blocked,
-        rebalance=rebalance,
-        rebalance_benefit=reb_benefit,
-        rebalance_cost=reb_cost,
-        slippage_ok=np.broadcast_to(slippage_ok, nav.shape),
-        hedge_out=hedge_any,
-        hedge=hedge,
-        hedge_scale=scale,
-        hedge_benefit=hedge_benefit,
-        hedge_cost=hedge_cost,
-        hedge_top_up=hedge_top_up,
-        can_trade=can_trade,
-        sigma=sigma,
-        shock=shock,
-        weights=weights,
-        gamma=gamma,
-        net_delta=net_delta,
+    return HedgeAssessment(
+        out=np.asarray(out_u.any(axis=1), dtype=bool),
+        scale=scale,
+        benefit=hedge_benefit,
+        cost=hedge_cost,
+        top_up=hedge_top_up,
         net_delta_post=net_post,
         target_delta=target_units,
         band_usd=band_usd,
         ww_units=ww,
-        delev_spot=delev_spot,
-        delev_perp=delev_perp,
-        rebalance_legs=rebalance_legs,
-        hedge_legs=hedge_legs,
+        legs=hedge_legs,
     )

@@ -53,6 +53,11 @@ DELEVERAGE_HEALTH_BUFFER: float = 0.05
 REBALANCE_HEALTH_BUFFER: float = 0.10
 #: Below this binding health a deleverage is CRITICAL (liquidation is one bad block away).
 CRITICAL_HEALTH: float = 1.05
+#: Below min health, a deleverage or repay is CRITICAL (it may pay up to the CRITICAL fee cap)
+#: when what liquidators would take is at least this multiple of its gas at that cap: a breach
+#: is one design gap from liquidation, and waiting for the base fee to fall below the HIGH cap
+#: left vaults under min health for 21–39 blocks after the replays' gaps.
+BREACH_STAKE_MULTIPLE: float = 10.0
 #: Leverage no-trade half-width: max(abs, rel × target); vol forecasts move the target daily.
 REBALANCE_BAND_ABS: float = 0.10
 REBALANCE_BAND_REL: float = 0.10
@@ -84,6 +89,7 @@ class PolicyParams:
     deleverage_health_buffer: float = DELEVERAGE_HEALTH_BUFFER
     rebalance_health_buffer: float = REBALANCE_HEALTH_BUFFER
     critical_health: float = CRITICAL_HEALTH
+    breach_stake_multiple: float = BREACH_STAKE_MULTIPLE
     rebalance_band_abs: float = REBALANCE_BAND_ABS
     rebalance_band_rel: float = REBALANCE_BAND_REL
     max_asset_weight: float = MAX_ASSET_WEIGHT
@@ -110,6 +116,7 @@ class PolicyParams:
             "rebalance_health_buffer", self.rebalance_health_buffer, self.deleverage_health_buffer
         )
         at_least("critical_health", self.critical_health, 1.0)
+        at_least("breach_stake_multiple", self.breach_stake_multiple, 0.0)
         at_least("rebalance_band_abs", self.rebalance_band_abs, 0.0)
         at_least("rebalance_band_rel", self.rebalance_band_rel, 0.0)
         in_range("max_asset_weight", self.max_asset_weight, 0.0, 1.0)

@@ -273,9 +273,14 @@ class Costs:
     gas_units_deleverage: int = 700_000
     gas_units_rebalance: int = 700_000
     gas_units_hedge: int = 300_000
+    #: The most a CRITICAL action may pay per gas (the operator's CRITICAL fee cap), USD; None
+    #: when unknown (then today's price stands in).
+    critical_gas_price_usd_per_gas: float | None = None
 
     def __post_init__(self) -> None:
         at_least("gas_price_usd_per_gas", self.gas_price_usd_per_gas, 0.0)
+        if self.critical_gas_price_usd_per_gas is not None:
+            at_least("critical_gas_price_usd_per_gas", self.critical_gas_price_usd_per_gas, 0.0)
         at_least("swap_fee_bps", self.swap_fee_bps, 0.0)
         at_least("swap_slippage_bps", self.swap_slippage_bps, 0.0)
         at_least("perp_fee_bps", self.perp_fee_bps, 0.0)

@@ -110,7 +110,8 @@ def test_deleverage_restores_health_with_a_buffer_at_the_worst_fill() -> None:
     acts = decide(v, mandate(), market(), costs())
     assert kinds(acts) == [ActionKind.DELEVERAGE]
     a = acts[0]
-    assert a.urgency is Urgency.HIGH
+    # $50k at stake (5 % of the $1M debt) against $0.70 of gas: CRITICAL, worth the top cap.
+    assert a.urgency is Urgency.CRITICAL
     assert set(a.spot_legs) == {"ETH"} and a.spot_legs["ETH"] < 0 and a.perp_legs == {}
     sold = -a.spot_legs["ETH"]
     # worst accepted fill: 30 bps fee + 50 bps max slippage; health lands on 1.25 + 0.05.
@@ -126,6 +127,42 @@ def test_deleverage_below_one_plus_buffer_is_critical() -> None:
     v = vault(debt_usdc=1_160_000.0, nav_usd=340_000.0)  # health 1.034
     (a,) = decide(v, mandate(), market(), costs())
     assert (a.kind, a.urgency) == (ActionKind.DELEVERAGE, Urgency.CRITICAL)
+
+
+@pytest.mark.parametrize(
+    ("cap_usd_per_gas", "urgency"),
+    [
+        # stake = 5 % × $1M debt = $50,000; gas at the CRITICAL cap = price × 700k units.
+        (0.00714, Urgency.CRITICAL),  # 10 × $4,998 = $49,980 <= $50,000
+        (0.00715, Urgency.HIGH),  # 10 × $5,005 = $50,050 > $50,000
+    ],
+)
+def test_a_breach_pays_the_critical_cap_when_the_stake_is_worth_it(
+    cap_usd_per_gas: float, urgency: Urgency
+) -> None:
+    v = vault(debt_usdc=1_000_000.0, nav_usd=500_000.0)  # health 1.2: breach, not critical
+    c = costs(critical_gas_price_usd_per_gas=cap_usd_per_gas)
+    (a,) = decide(v, mandate(), market(), c)
+    assert (a.kind, a.urgency) == (ActionKind.DELEVERAGE, urgency)
+
+
+def test_the_perp_notional_is_at_stake_too() -> None:
+    # Same lending breach plus a 250 ETH short ($500k notional, 5 % → $25k): $75k at stake,
+    # so a cap that the $50k lending stake alone would not justify ($5,005 × 10) now is.
+    v = vault(debt_usdc=1_000_000.0, nav_usd=700_000.0, perp_margin_usd=200_000.0,
+              perps=(PerpPosition("ETH", -250.0, 2_000.0, 0.0, 0.05),))
+    cures = (ActionKind.REPAY, ActionKind.DELEVERAGE)  # surplus perp margin repays first
+    acts = decide(v, mandate(), market(), costs(critical_gas_price_usd_per_gas=0.00715))
+    assert {a.urgency for a in acts if a.kind in cures} == {Urgency.CRITICAL}
+    # and when even $75k is not ten times the gas (10 × $10,500 = $105,000): HIGH.
+    acts = decide(v, mandate(), market(), costs(critical_gas_price_usd_per_gas=0.015))
+    assert {a.urgency for a in acts if a.kind in cures} == {Urgency.HIGH}
+
+
+def test_without_a_known_cap_todays_gas_price_stands_in() -> None:
+    v = vault(debt_usdc=1_000_000.0, nav_usd=500_000.0)
+    (a,) = decide(v, mandate(), market(), costs(gas_price_usd_per_gas=0.00715))
+    assert a.urgency is Urgency.HIGH
 
 
 def test_deleverage_is_never_skipped_for_cost() -> None:
