@@ -176,18 +176,21 @@ class Gates:
 
 def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
     """Deleverage when a venue is under min health (never skipped for cost); otherwise
-    rebalance when leverage is outside its band, the benefit beats the cost, the venue's
-    slippage fits the mandate and it does not re-lever into a falling market; then hedge, on
+    rebalance when leverage is outside its band, the benefit beats the cost (or leverage is
+    above the mandate's max), the venue's slippage fits the mandate and it does not re-lever
+    into a falling market; then hedge, on
     the book that rebalance leaves, when net delta is outside its band, the margin cash allows
     at least `min_hedge_scale` of it and the benefit beats the cost."""
     deleverage = ~a.stale & (a.lending_low | a.perp_low)
     can_trade = ~a.stale & ~a.book.paused & ~deleverage & (a.book.nav > 0)
     relever_blocked = a.market_falling & (a.target_leverage > a.leverage)
+    # Above the mandate's max leverage the cut is owed, whatever the tracking model makes of it.
+    over_max = a.leverage > a.book.mandate["max_leverage"]
     rebalance = (
         can_trade
         & a.rebalance_out
         & a.slippage_ok
-        & (a.rebalance_benefit > a.rebalance_cost)
+        & ((a.rebalance_benefit > a.rebalance_cost) | over_max)
         & ~relever_blocked
     )
     legs = np.where(rebalance[:, None], a.rebalance_proposal, 0.0)
@@ -344,6 +347,21 @@ def _deleverage(
     return out
 
 
+#: A hedge is only decided outside the mandate's band (the no-trade band is never narrower
+#: than it) and only when it is worth today's gas, so it does not wait for a cheaper block:
+#: NORMAL waited while the base fee sat at 26–27 gwei against the 25 gwei acceptable level,
+#: and the delta-neutral vault stayed 3× its band off target for 17 hours after `gap35`.
+HEDGE_URGENCY = Urgency.HIGH
+
+
+def rebalance_urgency(leverage: float, target: float, max_leverage: float) -> Urgency:
+    """HIGH above the mandate's max leverage (a breach: like a hedge, it does not wait);
+    NORMAL for a cut toward the target; LOW for adding leverage (it waits for cheap gas)."""
+    if leverage > max_leverage:
+        return Urgency.HIGH
+    return Urgency.NORMAL if target < leverage else Urgency.LOW
+
+
 def _rebalance(a: Assessment, r: Rows, v: int) -> Action:
     lev, tgt, band = r["leverage"][v], r["target_leverage"][v], r["rebalance_band"][v]
     inputs = _common(a, r, v)
@@ -371,7 +389,7 @@ def _rebalance(a: Assessment, r: Rows, v: int) -> Action:
     return Action(
         kind=ActionKind.REBALANCE,
         vault=r["book.addresses"][v],
-        urgency=Urgency.NORMAL if tgt < lev else Urgency.LOW,
+        urgency=rebalance_urgency(lev, tgt, r["mandate.max_leverage"][v]),
         expected_benefit_usd=r["rebalance_benefit"][v],
         expected_cost_usd=r["rebalance_cost"][v],
         reason=f"leverage {lev:.3f} outside {tgt:.3f} ± {band:.3f}",
@@ -410,7 +428,7 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
     return Action(
         kind=ActionKind.HEDGE,
         vault=r["book.addresses"][v],
-        urgency=Urgency.NORMAL,
+        urgency=HEDGE_URGENCY,
         expected_benefit_usd=r["hedge_benefit"][v],
         expected_cost_usd=r["hedge_cost"][v],
         reason=f"net delta off target by {worst_ratio:.2f}× the band ({worst})",

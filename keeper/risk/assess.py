@@ -368,6 +368,12 @@ def assess_book(
     # The proceeds repay debt, so this only ever raises lending health.
     short_cut = np.where(book.perp_size < 0, gcut[:, None] * -book.perp_size, 0.0) * has
     hedge_sell = np.minimum(short_cut, book.coll * (1.0 - f[:, None])) * has
+    # And the other way round: collateral sold to cure lending takes its delta out of the book,
+    # so buy back as much of a short perp on the same underlying (what the perp cut leaves) —
+    # net delta stays where the mandate put it, and perp health only rises. Without it a cure
+    # left the Balanced vault at -5 % net delta against +30 % ± 5 % until fees fell.
+    short_left = np.where(book.perp_size < 0, (1.0 - gcut[:, None]) * -book.perp_size, 0.0)
+    buy_back = np.minimum(f[:, None] * book.coll, short_left) * has
     sells_or_cuts = (f > 0) | (gcut > 0) | (delev_top_up > 0)
     delev_txs = (repay > 0).astype(np.float64) + sells_or_cuts.astype(np.float64)
     delev_cost = (
@@ -375,9 +381,10 @@ def assess_book(
         + f * coll_value * swap_exp
         + gcut * total_notional * perp_fee
         + (hedge_sell * price).sum(axis=1) * swap_exp
+        + (buy_back * price).sum(axis=1) * perp_fee
     )
     delev_spot = -(f[:, None] * book.coll + hedge_sell) * has
-    delev_perp = -gcut[:, None] * book.perp_size * has
+    delev_perp = (-gcut[:, None] * book.perp_size + buy_back) * has
 
     # Rebalance: leverage outside its band → trade to the target (risk-parity weights).
     band = np.maximum(params.rebalance_band_abs, params.rebalance_band_rel * target_lev)

@@ -123,6 +123,21 @@ def test_deleverage_restores_health_with_a_buffer_at_the_worst_fill() -> None:
     assert a.expected_benefit_usd > 0.0
 
 
+def test_a_lending_cure_buys_back_the_short_it_unhedges() -> None:
+    # Lending health 1.2 as above, plus a 250 ETH short with $100k margin (below its $115k
+    # design-rise target: no surplus to repay from). The cure sells the same 102.1 ETH as
+    # above and buys back 102.1 ETH of the short, so net delta stays 750 − 250 = 500 ETH.
+    v = vault(debt_usdc=1_000_000.0, nav_usd=600_000.0, perp_margin_usd=100_000.0,
+              perps=(PerpPosition("ETH", -250.0, 2_000.0, 0.0, 0.05),))
+    (a,) = decide(v, mandate(), market(), costs())
+    assert a.kind is ActionKind.DELEVERAGE
+    sold = 750.0 * 100_000 / 734_400
+    assert -a.spot_legs["ETH"] == pytest.approx(sold, rel=1e-12)
+    assert a.perp_legs["ETH"] == pytest.approx(sold, rel=1e-12)
+    net_after = 750.0 + a.spot_legs["ETH"] - 250.0 + a.perp_legs["ETH"]
+    assert net_after == pytest.approx(500.0, rel=1e-12)
+
+
 def test_deleverage_below_one_plus_buffer_is_critical() -> None:
     v = vault(debt_usdc=1_160_000.0, nav_usd=340_000.0)  # health 1.034
     (a,) = decide(v, mandate(), market(), costs())
@@ -226,6 +241,19 @@ def test_hedge_brings_net_delta_to_target() -> None:
     assert a.expected_benefit_usd == pytest.approx(500_000.0**2 * QUAD, rel=1e-9)
     assert a.expected_cost_usd == pytest.approx(0.3 + 500_000 * 0.0005, rel=1e-9)
     assert a.inputs["hedge_scale"] == 1.0
+
+
+def test_a_hedge_does_not_wait_for_cheap_gas_and_a_breach_of_max_leverage_neither() -> None:
+    # Net delta 500 ETH against a 1.5 × NAV = 750 ETH target is outside the 2 % band: HIGH
+    # (HIGH and CRITICAL never wait on the acceptable base fee; see keeper.tx.fees).
+    (h,) = decide(hedged_vault(-250.0), mandate(), market(), costs())
+    assert (h.kind, h.urgency) == (ActionKind.HEDGE, Urgency.HIGH)
+    # Leverage 1.5 above a 1.2 max: the cut is a breach, HIGH; a cut to a vol target
+    # (1.5 → 1.0 with max 3.0) is NORMAL.
+    (cut,) = decide(vault(), mandate(max_leverage=1.2), market(), costs())
+    assert (cut.kind, cut.urgency) == (ActionKind.REBALANCE, Urgency.HIGH)
+    (cut,) = decide(vault(), mandate(target_vol=0.5), market(), costs())
+    assert (cut.kind, cut.urgency) == (ActionKind.REBALANCE, Urgency.NORMAL)
 
 
 def test_hedge_inside_band_does_nothing() -> None:
