@@ -322,8 +322,12 @@ def assess_book(
             perp_low, np.minimum(idle, np.maximum(need_h, margin_target - equity)), 0.0
         )
         equity_d = equity + delev_top_up
-        den_p = h_t * maint - total_notional * perp_fee
-        gcut = np.where(den_p > 0, (h_t * maint - equity_d) / np.where(den_p > 0, den_p, 1), 1.0)
+        # What cash cannot cure is cut to the margin target (it survives the design rise), not
+        # to min health + buffer: both scale with the position, so a cut of g leaves (1 − g)
+        # of the aim. Cut to the buffer, a +40 % rally cost a deleverage every hour.
+        aim = np.maximum(h_t * maint, margin_target)
+        den_p = aim - total_notional * perp_fee
+        gcut = np.where(den_p > 0, (aim - equity_d) / np.where(den_p > 0, den_p, 1), 1.0)
         gcut = np.where(perp_low, np.clip(gcut, 0.0, 1.0), 0.0)
         left = (1.0 - gcut) * maint
         perp_after = np.where(

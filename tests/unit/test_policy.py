@@ -196,10 +196,16 @@ def test_perp_margin_deleverage_cuts_perps_pro_rata_and_keeps_the_hedge() -> Non
     cut = a.perp_legs["ETH"] / 500.0  # positive: buys back part of the short
     # The short bought back is matched by the same spot sold: net delta does not move.
     assert a.spot_legs["ETH"] == pytest.approx(-a.perp_legs["ETH"], rel=1e-12)
-    # g = (1.3 × 50k − 55k) / (1.3 × 50k − 1M notional × 5 bps)
-    assert cut == pytest.approx(10_000 / 64_500, rel=1e-12)
-    after = (55_000 - cut * 1_000_000 * 0.0005) / ((1 - cut) * 50_000)
-    assert after == pytest.approx(1.30, rel=1e-12)
+    # The cut aims at the margin target, which survives the design rise (+15 %) at health
+    # 1.25 + 0.10: max(initial 50k × 2 × 1.25 = 125k, 1M × 0.15 + 1.35 × 1M × 1.15 × 5 %
+    # = 227,625). g = (227,625 − 55k) / (227,625 − 1M notional × 5 bps) = 172,625 / 227,125.
+    assert cut == pytest.approx(172_625 / 227_125, rel=1e-12)
+    after = (55_000 - cut * 1_000_000 * 0.0005) / ((1 - cut) * 227_625)
+    assert after == pytest.approx(1.0, rel=1e-12)  # exactly the target left, no more cut
+    # and the book left then survives a +15 % rise at health 1.35:
+    left = (1 - cut) * 500.0
+    equity = 55_000 - cut * 1_000_000 * 0.0005 - left * 2_000 * 0.15
+    assert equity / (left * 2_300 * 0.05) == pytest.approx(1.35, rel=1e-9)
 
 
 def test_paused_vault_only_deleverages() -> None:
@@ -254,6 +260,19 @@ def test_a_hedge_does_not_wait_for_cheap_gas_and_a_breach_of_max_leverage_neithe
     assert (cut.kind, cut.urgency) == (ActionKind.REBALANCE, Urgency.HIGH)
     (cut,) = decide(vault(), mandate(target_vol=0.5), market(), costs())
     assert (cut.kind, cut.urgency) == (ActionKind.REBALANCE, Urgency.NORMAL)
+
+
+def test_no_re_lever_that_its_hedge_cannot_carry() -> None:
+    # Leverage 1.5 → a target near 1.98 (the design-gap cap) buys ~240 ETH, and net delta must
+    # stay at 1.5 × NAV = 750 ETH: the matching short needs initial margin, and the vault has
+    # no idle cash and no perp margin. The re-lever waits rather than leave delta off mandate.
+    m = mandate(target_vol=1.0)
+    assert decide(vault(), m, market(), costs()) == []
+    # With the hedge already in place (no new short needed: hedge target 2.0 × NAV), the same
+    # re-lever goes.
+    acts = decide(vault(), mandate(target_vol=1.0, hedge_target=2.0), market(), costs())
+    assert [a.kind for a in acts] == [ActionKind.REBALANCE]
+    assert acts[0].spot_legs["ETH"] > 200.0
 
 
 def test_hedge_inside_band_does_nothing() -> None:
