@@ -177,13 +177,14 @@ class Gates:
 def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
     """Deleverage when a venue is under min health (never skipped for cost); otherwise
     rebalance when leverage is outside its band, the benefit beats the cost (or leverage is
-    above the mandate's max), the venue's slippage fits the mandate and it does not re-lever
-    into a falling market; then hedge, on
-    the book that rebalance leaves, when net delta is outside its band, the margin cash allows
-    at least `min_hedge_scale` of it and the benefit beats the cost."""
+    above the mandate's max), the venue's slippage fits the mandate, it does not re-lever into
+    a falling market and its hedge's margin can carry it; then hedge, on the book that
+    rebalance leaves, when net delta is outside its band, the margin cash allows at least
+    `min_hedge_scale` of it and the benefit beats the cost."""
     deleverage = ~a.stale & (a.lending_low | a.perp_low)
     can_trade = ~a.stale & ~a.book.paused & ~deleverage & (a.book.nav > 0)
-    relever_blocked = a.market_falling & (a.target_leverage > a.leverage)
+    adds_leverage = a.target_leverage > a.leverage
+    relever_blocked = a.market_falling & adds_leverage
     # Above the mandate's max leverage the cut is owed, whatever the tracking model makes of it.
     over_max = a.leverage > a.book.mandate["max_leverage"]
     rebalance = (
@@ -193,16 +194,19 @@ def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
         & ((a.rebalance_benefit > a.rebalance_cost) | over_max)
         & ~relever_blocked
     )
-    legs = np.where(rebalance[:, None], a.rebalance_proposal, 0.0)
-    h = assess_hedge(a, legs, costs, params)
+
+    def hedge_after(rebalance: np.ndarray) -> tuple[np.ndarray, HedgeAssessment]:
+        legs = np.where(rebalance[:, None], a.rebalance_proposal, 0.0)
+        return legs, assess_hedge(a, legs, costs, params)
+
+    legs, h = hedge_after(rebalance)
     # No leverage is added that its hedge cannot carry: when the margin cash covers only part of
     # the hedge the re-lever needs, the re-lever waits (it pushed the Balanced vault to +86 %
     # net delta against +30 % in a rally).
-    unhedged = rebalance & (a.target_leverage > a.leverage) & h.out & (h.scale < 1.0 - 1e-9)
+    unhedged = rebalance & adds_leverage & h.out & (h.scale < 1.0 - 1e-9)
     if np.any(unhedged):
         rebalance = rebalance & ~unhedged
-        legs = np.where(rebalance[:, None], a.rebalance_proposal, 0.0)
-        h = assess_hedge(a, legs, costs, params)
+        legs, h = hedge_after(rebalance)
     hedge = can_trade & h.out & (h.scale >= params.min_hedge_scale) & (h.benefit > h.cost)
     return Gates(deleverage, can_trade, relever_blocked, rebalance, legs, hedge, h)
 

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -194,8 +194,8 @@ def _masked(failure: JobFailure, url: str) -> JobFailure:
     from keeper.chain.connect import mask_rpc_url
 
     shown = mask_rpc_url(url)
-    return JobFailure(failure.scenario, failure.path, failure.error.replace(url, shown),
-                      failure.traceback.replace(url, shown))
+    return replace(failure, error=failure.error.replace(url, shown),
+                   traceback=failure.traceback.replace(url, shown))
 
 
 def _with_steps(on_job: Any, progress: Progress) -> Any:
