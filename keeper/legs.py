@@ -2,7 +2,9 @@
 
 The vault borrows any USDC shortfall of a buy leg before the bought asset is posted, so each
 leg must fit the borrow room that idle cash and the earlier legs' collateral give. Pure integer
-arithmetic in USDC units; rounding always shrinks a leg (floor), so the pool never refuses one.
+arithmetic in USDC units; the room a leg adds is floored (it shrinks the next leg, never grows
+it). The room given is taken as exact: the pool's own rounding of scaled debt (a unit or two)
+and the interest accrued between the read and the transaction are not deducted here.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def leverage_legs(
         if len(legs) == MAX_LEGS:
             raise ValueError(
                 f"leverage_legs: {total_usdc} USDC needs more than {MAX_LEGS} legs"
-                f" at LTV {ltv_wad / WAD:.2f}"
+                f" at LTV {ltv_wad * 10_000 // WAD} bps"
             )
         leg = min(remaining, idle + room)
         if leg == 0:

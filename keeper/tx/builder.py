@@ -1,10 +1,23 @@
 """Action (risk-core floats) → one vault call with integer arguments.
 
-Rounding, stated once: every amount we sell, spend, post, withdraw, repay or trade is floored to
-token units (`Rounding.FLOOR`) and capped by what the vault holds, so an action never asks for
-more than the risk core decided; minimum
-outputs are the vault's own slippage bound (ceil of oracle value × (1 − maxSlippageBps)), so the
-keeper never accepts a fill the vault would refuse and never refuses one it would accept.
+Integer arithmetic only: a risk-core float becomes an integer exactly once, through
+:func:`keeper.risk.units.to_units`, and everything after that is ``int`` arithmetic on token
+units, WAD prices and bps. Rounding, stated per conversion:
+
+- **what we send is floored** (``Rounding.FLOOR``) and capped by what the vault holds, so an
+  action never asks for more than the risk core decided: collateral sold (token units, at most
+  the posted collateral), perp size (1e18 units; a deleverage's at most the open position and
+  only against it), margin posted (at most idle USDC), margin withdrawn (at most the perp
+  account value) and debt repaid (at most the cash then idle and the debt);
+- **a buy's USDC** is floor(quantity × price): the quantity is read at WAD precision
+  (``to_units(qty, 18, FLOOR)``, whatever the token's decimals: we spend USDC, not tokens), then
+  multiplied by the WAD price in integers; :func:`keeper.legs.leverage_legs` splits it (floors);
+- **bounds are the vault's own**, with the vault's rounding, so the keeper never accepts a fill
+  the vault would refuse and never refuses one it would accept: a swap's ``minOut`` is
+  ceil(fair × (1 − maxSlippageBps)) with fair floored as ``RiskVault._swap`` does; a perp leg's
+  limit is floor(oracle × (1 ± maxSlippageBps)), the bound ``RiskVault._tradePerps`` clamps to;
+- **borrow room** is floored like ``LendingPool.borrow``'s capacity, and never negative; a buy
+  leaves `borrow_headroom` of it unused (interest and rounding until the call lands).
 """
 
 from __future__ import annotations
@@ -61,7 +74,9 @@ def _sell_leg(a: AssetSnapshot, qty: float, slip: int) -> tuple[Any, ...] | None
 def _buy_legs(
     a: AssetSnapshot, qty: float, slip: int, fee_bps: int, idle: int, room: int
 ) -> list[tuple[Any, ...]]:
-    usdc = to_units(qty * a.price / WAD, USDC_DECIMALS, Rounding.FLOOR)
+    # qty (whole tokens) at WAD precision × price (USD WAD) = USD in 1e36; floor to USDC units.
+    qty_wad = to_units(qty, 18, Rounding.FLOOR)
+    usdc = qty_wad * a.price // (WAD * USDC_TO_WAD)
     if usdc == 0:
         return []
     legs = []
@@ -74,15 +89,20 @@ def _buy_legs(
 def _perp_leg(a: AssetSnapshot, qty: float, slip: int, reduce_only: bool) -> tuple[Any, ...] | None:
     size = to_units(abs(qty), 18, Rounding.FLOOR)
     if reduce_only:
+        # The vault refuses a whole deleverage whose perp leg does not shrink its position
+        # (VaultNotDeleverage): such a leg is dropped, and a cut is at most the position.
+        if a.perp_size == 0 or (qty > 0) == (a.perp_size > 0):
+            if size > 0:
+                logger.warning("perp %s: deleverage leg %+d does not shrink position %d; dropped",
+                               a.token, size if qty > 0 else -size, a.perp_size)
+            return None
         size = min(size, abs(a.perp_size))
     if size == 0:
         return None
     signed = size if qty > 0 else -size
-    # Buys no higher than oracle × (1 + slip), sells no lower than oracle × (1 − slip).
-    if signed > 0:
-        limit = a.price * (BPS + slip) // BPS
-    else:
-        limit = _ceil_div(a.price * (BPS - slip), BPS)
+    # The vault's own bound (`price.mulDiv(BPS ± slip, BPS)`, floored both ways): buys no
+    # higher than oracle × (1 + slip), sells no lower than oracle × (1 − slip).
+    limit = a.price * (BPS + slip if signed > 0 else BPS - slip) // BPS
     return (a.token, signed, limit)
 
 
@@ -93,12 +113,27 @@ def _cash_units(usd: float, cap: int) -> int:
     return max(0, min(to_units(usd, USDC_DECIMALS, Rounding.FLOOR), cap))
 
 
+#: Borrow room a buy leaves unused: the room is the snapshot's, and by the block the call lands
+#: in the pool has accrued interest on the debt and rounds new debt up by a unit or two. A
+#: first leg that borrowed all of it was refused (LendingPoolBorrowCapacityExceeded, by 1 unit
+#: at the same block and ~7,650 units 12 s later on a ~$600k debt). One ppm of the debt is
+#: ~4 minutes of interest at 12 % a year.
+BORROW_HEADROOM_UNITS = 2
+BORROW_HEADROOM_PPM_OF_DEBT = 1
+
+
+def borrow_headroom(debt: int) -> int:
+    """USDC units of borrow room a buy keeps free (ceil of 1 ppm of the debt, plus 2)."""
+    return BORROW_HEADROOM_UNITS + _ceil_div(debt * BORROW_HEADROOM_PPM_OF_DEBT, 10**6)
+
+
 def borrow_room(snap: VaultSnapshot) -> int:
     """Σ collateral × price × LTV − debt, in USDC units (floored, never negative)."""
-    capacity_wad = sum(
-        int(a.collateral * a.price // 10**a.decimals * a.ltv // WAD) for a in snap.assets
+    # `10**decimals` types as Any (a negative exponent would be a float): state the int.
+    capacity_wad: int = sum(
+        a.collateral * a.price // 10**a.decimals * a.ltv // WAD for a in snap.assets
     )
-    return max(0, capacity_wad // USDC_TO_WAD - int(snap.debt))
+    return max(0, capacity_wad // USDC_TO_WAD - snap.debt)
 
 
 def build_call(
@@ -121,7 +156,8 @@ def build_call(
     margin = _cash_units(action.margin_usd, snap.idle_usdc)
     sells: list[tuple[Any, ...]] = []
     buys: list[tuple[Any, ...]] = []
-    idle, room = snap.idle_usdc - margin, borrow_room(snap)
+    idle = snap.idle_usdc - margin
+    room = max(0, borrow_room(snap) - borrow_headroom(snap.debt))
     for sym, qty in action.spot_legs.items():
         if qty < 0:
             leg = _sell_leg(assets[sym], -qty, slip)
