@@ -15,7 +15,12 @@ Rules, in order, per vault:
    CRITICAL below ``critical_health``. Never skipped for cost, allowed when paused. A
    deleveraging vault gets nothing else this cycle (but a later action of the tick is decided
    again on a fresh read once the first has mined).
-3. **Paused** — nothing but deleverage.
+3. **Paused** — nothing but deleverage and sweep.
+   **Sweep** — (not while deleveraging, nor while a held underlying moved more than
+   ``relever_max_fall`` either way over ``trend_lookback_s``) posted perp margin above what
+   the hedge at the mandate's own target leverage needs (a hedge's profit) repays debt in one
+   REPAY, once it is at least ``sweep_min_nav_fraction`` of NAV and the interest it saves over
+   the horizon beats its gas (HIGH: worth today's gas, it does not wait); last in its tick.
 4. **Rebalance** — leverage (spot collateral / NAV) outside ``target ± max(abs, rel × target)``,
    target = the most conservative of vol targeting, CPPI, fractional Kelly, ``max_leverage``,
    the stress cut (stressed lending health >= floor), the health cap (health >=
@@ -28,8 +33,12 @@ Rules, in order, per vault:
    target with perps, scaled down if the perp margin health would fall below
    ``min_health + rebalance buffer`` or, when a position grows, the perp market's initial
    margin — posting idle cash the rebalance does not spend as margin in the same call; sent
-   only if the benefit beats gas + perp fees. A rebalance and a hedge due together are one
-   ``rebalance`` call (margin first, buys borrow the rest, perps on the rebalanced book).
+   only if the benefit beats gas + perp fees, or always when the vault's net delta is outside
+   the mandate's band (then it is owed, like a cut above max leverage); off the mandate, net
+   long, and with no margin cash for the hedge (its perps were liquidated, say), the excess
+   spot is sold instead (a REBALANCE, HIGH; never a buy). A rebalance and a
+   hedge due together are one ``rebalance`` call (margin first, buys borrow the rest, perps on
+   the rebalanced book).
 6. **Settle** — every expired series the vault still holds (`settlements`), first.
 7. **No re-levering into a falling market** — no leverage increase while a held underlying
    fell more than ``relever_max_fall`` over ``trend_lookback_s``; the target itself uses the
@@ -172,15 +181,23 @@ class Gates:
     rebalance_legs: np.ndarray
     hedge: np.ndarray
     hedged: HedgeAssessment
+    #: Perp margin the hedge at the mandate's target leverage does not need repays debt.
+    sweep: np.ndarray
+    #: Net delta off the mandate with no margin cash for a hedge: sell the excess spot instead
+    #: ((V, U) units, negative: sells).
+    delta_cut_due: np.ndarray
+    delta_cut: np.ndarray
 
 
 def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
     """Deleverage when a venue is under min health (never skipped for cost); otherwise
+    sweep perp margin the hedge at the mandate's target leverage does not need into debt;
     rebalance when leverage is outside its band, the benefit beats the cost (or leverage is
     above the mandate's max), the venue's slippage fits the mandate, it does not re-lever into
     a falling market and its hedge's margin can carry it; then hedge, on the book that
     rebalance leaves, when net delta is outside its band, the margin cash allows at least
-    `min_hedge_scale` of it and the benefit beats the cost."""
+    `min_hedge_scale` of it and the benefit beats the cost (or net delta is outside the
+    mandate's band: then it is owed)."""
     deleverage = ~a.stale & (a.lending_low | a.perp_low)
     can_trade = ~a.stale & ~a.book.paused & ~deleverage & (a.book.nav > 0)
     adds_leverage = a.target_leverage > a.leverage
@@ -207,8 +224,45 @@ def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
     if np.any(unhedged):
         rebalance = rebalance & ~unhedged
         legs, h = hedge_after(rebalance)
-    hedge = can_trade & h.out & (h.scale >= params.min_hedge_scale) & (h.benefit > h.cost)
-    return Gates(deleverage, can_trade, relever_blocked, rebalance, legs, hedge, h)
+    # Outside the mandate's own band the hedge is owed, whatever the tracking model makes of
+    # it (as a cut above max leverage is): cost-gated, the delta-neutral vault sat at +4 to +7 %
+    # net delta against 0 ± 2 % for 6 hours of a flash crash's high fees.
+    hedge = (
+        can_trade
+        & h.out
+        & (h.scale >= params.min_hedge_scale)
+        & ((h.benefit > h.cost) | h.off_mandate)
+    )
+    # A sweep only moves the vault's own cash between its venues; allowed when paused. Not while
+    # the tape moves: a short's crash profit is its margin for the rebound (swept during the
+    # flash crash, the +43 % rebound liquidated both vaults' shorts with the liquidator first).
+    sweep = (
+        ~a.stale
+        & ~deleverage
+        & ~a.market_moving
+        & (a.sweep_usd >= np.maximum(MIN_CASH_USD, params.sweep_min_nav_fraction * a.book.nav))
+        & (a.sweep_benefit > a.sweep_cost)
+    )
+    # Off the mandate, long, and no margin cash for the hedge (its perps were liquidated, say):
+    # sell the excess spot instead (the proceeds repay debt). Left alone, the delta-neutral vault
+    # sat at +96 % net delta for 120 h after a perp liquidation.
+    excess = np.where(
+        a.book.has,
+        np.clip(h.net_delta_post - h.target_delta, 0.0, a.book.coll + legs),
+        0.0,
+    )
+    delta_cut_due = (
+        can_trade
+        & a.slippage_ok
+        & ~rebalance
+        & h.out
+        & h.off_mandate
+        & (h.scale < params.min_hedge_scale)
+        & np.any(excess * a.book.price > MIN_CASH_USD, axis=1)
+    )
+    delta_cut = np.where(delta_cut_due[:, None], -excess, 0.0)
+    return Gates(deleverage, can_trade, relever_blocked, rebalance, legs, hedge, h, sweep,
+                 delta_cut_due, delta_cut)
 
 
 # --- building actions from one row of the assessment ------------------------------------
@@ -450,6 +504,60 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
     )
 
 
+def _delta_cut(a: Assessment, r: Rows, v: int, costs: Costs) -> Action:
+    inputs = _common(a, r, v)
+    inputs.update({"hedge_target": r["mandate.hedge_target"][v],
+                   "hedge_scale": r["hedge_scale"][v]})
+    nav = r["book.nav"][v]
+    price = r["book.price"][v]
+    net = sum(d * p for d, p in zip(r["net_delta"][v], price, strict=True))
+    sold_usd = -sum(q * p for q, p in zip(r["delta_cut"][v], price, strict=True))
+    cost = (costs.gas_price_usd_per_gas * costs.gas_units_rebalance
+            + sold_usd * (costs.swap_fee_bps + costs.swap_slippage_bps) * 1e-4)
+    return Action(
+        kind=ActionKind.REBALANCE,
+        vault=r["book.addresses"][v],
+        urgency=HEDGE_URGENCY,
+        expected_benefit_usd=r["hedge_benefit"][v],
+        expected_cost_usd=cost,
+        reason=f"net delta {net / nav:+.1%} of NAV is off the mandate and the margin cash "
+        "allows no hedge: sell the excess spot",
+        inputs=MappingProxyType(inputs),
+        spot_legs=_legs(a, r, "delta_cut", v),
+    )
+
+
+#: A sweep lowers interest and raises lending health (and so the leverage caps). It is decided
+#: only when worth today's gas, so, like a hedge, it does not wait for a cheaper block: NORMAL
+#: waited the whole 168 h after `gap35` (the base fee eased from 140 to 26–27 gwei, never to
+#: the 25 gwei acceptable level) with $172k of the Balanced vault's margin unswept.
+SWEEP_URGENCY = Urgency.HIGH
+
+
+def _sweep(a: Assessment, r: Rows, v: int) -> Action:
+    amount = r["sweep_usd"][v]
+    inputs = _common(a, r, v)
+    inputs.update(
+        {
+            "perp_equity_usd": r["perp_equity"][v],
+            "margin_target_usd": r["margin_target"][v],
+            "sweep_usd": amount,
+        }
+    )
+    return Action(
+        kind=ActionKind.REPAY,
+        vault=r["book.addresses"][v],
+        urgency=SWEEP_URGENCY,
+        expected_benefit_usd=r["sweep_benefit"][v],
+        expected_cost_usd=r["sweep_cost"][v],
+        reason=f"perp margin ${r['perp_equity'][v]:,.0f} is above its keep "
+        f"(${r['margin_target'][v]:,.0f} target): ${amount:,.0f} of it repays debt",
+        inputs=MappingProxyType(inputs),
+        margin_usd=-amount,
+        repay_usd=amount,
+    )
+
+
 def _rebalance_and_hedge(rebalance: Action, hedge: Action) -> Action:
     """One call for both: the contract posts the hedge's margin first, the buys borrow what
     idle cash no longer covers, and the perps trade on the rebalanced book — nothing is built
@@ -528,7 +636,7 @@ def _all_actions(
     wanted = (
         np.ones(a.book.n_vaults, dtype=bool)
         if debug
-        else (g.deleverage | g.rebalance | g.hedge | a.stale)
+        else (g.deleverage | g.rebalance | g.hedge | g.sweep | g.delta_cut_due | a.stale)
     )
     idx = np.flatnonzero(wanted)
     if idx.size == 0:
@@ -553,6 +661,12 @@ def _all_actions(
             actions.append(_rebalance(a, r, i))
         elif r["hedge"][i]:
             actions.append(_hedge(a, r, i))
+        elif r["delta_cut_due"][i]:
+            actions.append(_delta_cut(a, r, i, costs))
+        if r["sweep"][i]:
+            # Last: a sweep waiting for its fee never holds up a cut or a hedge, and after one of
+            # those lands the sweep is decided again on the fresh read.
+            actions.append(_sweep(a, r, i))
         if actions and info:
             for act in actions:
                 logger.info(

@@ -92,10 +92,18 @@ class Assessment:
     delev_repay: FloatArray
     delev_margin_withdraw: FloatArray
     margin_target: FloatArray
+    #: USD: posted perp margin above what the hedge at the mandate's own target leverage needs,
+    #: at most the debt (what a sweep would withdraw and repay); the interest it saves over the
+    #: horizon; its gas.
+    sweep_usd: FloatArray
+    sweep_benefit: FloatArray
+    sweep_cost: FloatArray
     rebalance_band: FloatArray
     rebalance_out: BoolArray
     #: Some held underlying fell more than `relever_max_fall` over the trend lookback.
     market_falling: BoolArray
+    #: Some held underlying moved more than `relever_max_fall` either way over the lookback.
+    market_moving: BoolArray
     rebalance_benefit: FloatArray
     rebalance_cost: FloatArray
     slippage_ok: BoolArray
@@ -125,6 +133,9 @@ class HedgeAssessment:
 
     #: Some underlying's net delta is outside its no-trade band.
     out: BoolArray
+    #: The vault's net delta is outside the mandate's band (|Σ deviation| > hedge_band × NAV,
+    #: as the mandate and the simulator judge it).
+    off_mandate: BoolArray
     #: Fraction of the full hedge the cash for its margin allows (1 when it all fits).
     scale: FloatArray
     benefit: FloatArray
@@ -390,6 +401,23 @@ def assess_book(
     delev_spot = -(f[:, None] * book.coll + hedge_sell) * has
     delev_perp = (-gcut[:, None] * book.perp_size + buy_back) * has
 
+    # Sweep: perp margin above what the hedge at the mandate's own target leverage needs (vol
+    # targeting, CPPI, Kelly, max leverage — the caps that do not depend on where the cash
+    # sits) pays down debt; never below today's margin target (itself at least the initial
+    # margin). Only posted cash can be withdrawn.
+    lev_free = most_conservative(lev_vol, lev_cppi, lev_kelly, m["max_leverage"])
+    size_free = np.where(
+        has,
+        target_delta_units(m["hedge_target"][:, None], nav[:, None], weights, price)
+        - lev_free[:, None] * nav[:, None] * weights / np.where(has, price, 1.0),
+        0.0,
+    )
+    _, target_free = margin_requirements(size_free, price, mm_frac, thr, params)
+    keep = np.maximum(margin_target, target_free)
+    sweep = np.minimum(np.clip(np.minimum(equity - keep, book.margin), 0.0, None), debt)
+    sweep_benefit = sweep * max(market.risk_free_rate, 0.0) * hz
+    sweep_cost = np.full(nav.shape, costs.gas_price_usd_per_gas * costs.gas_units_hedge)
+
     # Rebalance: leverage outside its band → trade to the target (risk-parity weights).
     band = np.maximum(params.rebalance_band_abs, params.rebalance_band_rel * target_lev)
     out = np.abs(leverage - target_lev) > band
@@ -405,6 +433,7 @@ def assess_book(
     slippage_ok = costs.swap_slippage_bps <= m["max_slippage_bps"]
     recent = np.array([forecast.recent_returns.get(u, 0.0) for u in names])
     falling = np.any(has & (recent < -params.relever_max_fall), axis=1)
+    moving = np.any(has & (np.abs(recent) > params.relever_max_fall), axis=1)
 
     return Assessment(
         book=book,
@@ -436,9 +465,13 @@ def assess_book(
         delev_repay=repay,
         delev_margin_withdraw=np.where(lend_low, from_margin, 0.0),
         margin_target=margin_target,
+        sweep_usd=sweep,
+        sweep_benefit=sweep_benefit,
+        sweep_cost=sweep_cost,
         rebalance_band=band,
         rebalance_out=out,
         market_falling=falling,
+        market_moving=moving,
         rebalance_benefit=reb_benefit,
         rebalance_cost=reb_cost,
         slippage_ok=np.broadcast_to(slippage_ok, nav.shape),
@@ -535,6 +568,7 @@ def assess_hedge(
     hedge_cost = costs.gas_price_usd_per_gas * costs.gas_units_hedge + scale * hedge_fee
     return HedgeAssessment(
         out=np.asarray(out_u.any(axis=1), dtype=bool),
+        off_mandate=np.abs(dev_usd.sum(axis=1)) > m["hedge_band"] * nav,
         scale=scale,
         benefit=hedge_benefit,
         cost=hedge_cost,

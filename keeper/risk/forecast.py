@@ -1,10 +1,10 @@
 """Per-market forecasts, computed once per tick and shared by every vault on that market.
 
-Volatility (GARCH → EWMA on jump-clipped returns; the implied-vol fallback is per vault, from
+Volatility (GARCH → EWMA on jump-truncated returns; the implied-vol fallback is per vault, from
 its IV feed), the correlation matrix across underlyings, and the one-day stress shock per
 underlying: the larger of the design gap (one block the keeper cannot outrun, see
 `keeper.risk.params.DESIGN_GAP`) and the diffusive 99 % CVaR over the stress horizon — a
-Student-t fitted to the jump-clipped, de-trended hourly returns, scaled by √(horizon) as
+Student-t fitted to the de-trended hourly returns without their jumps, scaled by √(horizon) as
 diffusion scales. Jumps are not diffusion (one −35 % hour is not a 24-hour fall of 88 %) and a
 trend is not a fat tail; both estimators are bounded.
 """
@@ -30,8 +30,8 @@ from keeper.risk.volatility import (
     MAX_FIT_RETURNS,
     VolForecast,
     VolMethod,
-    clip_jumps,
     covariance,
+    drop_jumps,
     forecast_vol,
     log_returns,
 )
@@ -111,11 +111,15 @@ def implied_shock(implied_vol: FloatArray, params: PolicyParams) -> FloatArray:
 
 
 def diffusion_shock(returns: FloatArray, dt_years: FloatArray, params: PolicyParams) -> float:
-    """The stress fall from a history: a Student-t fitted to the jump-clipped time-scaled returns
-    ``z = r/√Δt`` less their median (the trend), its 99 % CVaR per unit sd times the fitted sd
-    over the stress horizon (a log fall, turned into a fraction), never less than the design
-    gap. Raises RiskInputError on a history too short or flat to fit."""
-    z = clip_jumps(returns, dt_years) / np.sqrt(dt_years)
+    """The stress fall from a history: a Student-t fitted to the time-scaled returns
+    ``z = r/√Δt`` without their jumps (`drop_jumps`: the design gap covers a jump) less their
+    median (the trend), its 99 % CVaR per unit sd times the fitted sd over the stress horizon
+    (a log fall, turned into a fraction), never less than the design gap. Raises
+    RiskInputError on a history too short or flat to fit."""
+    kept, dt = drop_jumps(returns, dt_years)
+    if kept.size < MIN_TAIL_RETURNS:
+        raise RiskInputError(f"returns: {kept.size} left without jumps, need {MIN_TAIL_RETURNS}")
+    z = kept / np.sqrt(dt)
     fit = fit_student_t(z - float(np.median(z)))
     sd = fit.scale * math.sqrt(fit.df / (fit.df - 2.0))
     log_fall = _t_cvar_per_sd(fit.df, TAIL_LEVEL) * sd * math.sqrt(

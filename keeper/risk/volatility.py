@@ -254,17 +254,42 @@ def fit_garch(returns: object, dt_years: object) -> GarchFit:
     )
 
 
-def clip_jumps(returns: object, dt_years: object) -> FloatArray:
-    """Log returns with jumps clipped (winsorised) to ``JUMP_THRESHOLD_SD`` robust standard
-    deviations of the time-scaled returns ``z = r / sqrt(Δt)`` around their median; the robust
-    sd is 1.4826 × the median absolute deviation (consistent for a Gaussian), floored at
-    ``MIN_ROBUST_VOL``. One −35 % hour then reads as a 5-sd hour, not as weeks of 300 % vol."""
-    z, dt = _scaled(returns, dt_years, 1)
-    centre = float(np.median(z))
-    robust_sd = max(MIN_ROBUST_VOL, 1.4826 * float(np.median(np.abs(z - centre))))
+def _jump_bounds(z: FloatArray) -> tuple[float, float]:
+    """Time-scaled returns outside (lo, hi) are jumps: ``JUMP_THRESHOLD_SD`` robust standard
+    deviations around the median; the robust sd is 1.4826 × the median absolute deviation
+    (consistent for a Gaussian), floored at ``MIN_ROBUST_VOL``. Both are taken over the rounds
+    that moved: a heartbeat repeating the price says nothing about the scale, and two flat days
+    after a move made every hour of 30 %-vol noise before it a "jump"."""
+    moved = z[z != 0.0]
+    if moved.size == 0:
+        moved = z
+    centre = float(np.median(moved))
+    robust_sd = max(MIN_ROBUST_VOL, 1.4826 * float(np.median(np.abs(moved - centre))))
     half = JUMP_THRESHOLD_SD * robust_sd
-    out: FloatArray = np.clip(z, centre - half, centre + half) * np.sqrt(dt)
+    return centre - half, centre + half
+
+
+def truncate_jumps(returns: object, dt_years: object) -> FloatArray:
+    """Log returns with every jump (`_jump_bounds`, on ``z = r / sqrt(Δt)``) set to zero: the
+    diffusive part, on the same clock (Mancini's threshold-truncated realised variance). A jump
+    is the design gap's risk, not weeks of volatility; clipped to 5 sd instead, the six hours
+    of a flash crash kept the EWMA above the recovered implied vol for days, and leverage cut."""
+    z, dt = _scaled(returns, dt_years, 1)
+    lo, hi = _jump_bounds(z)
+    out: FloatArray = np.where((z >= lo) & (z <= hi), z, 0.0) * np.sqrt(dt)
     return out
+
+
+def drop_jumps(returns: object, dt_years: object) -> tuple[FloatArray, FloatArray]:
+    """The returns (and their Δt) that are not jumps (`_jump_bounds`): the diffusive part,
+    for the tail fit. A jump is the design gap's risk; clipped instead of dropped, six ±5-sd
+    hours of a flash crash held the fitted tail (and the stress cap on leverage) up for the
+    whole fit window after price and implied vol had come back (threshold truncation, as in
+    Mancini's jump-robust realised variance)."""
+    z, dt = _scaled(returns, dt_years, 1)
+    lo, hi = _jump_bounds(z)
+    keep = (z >= lo) & (z <= hi)
+    return z[keep] * np.sqrt(dt[keep]), dt[keep]
 
 
 def forecast_vol(
@@ -275,11 +300,11 @@ def forecast_vol(
 ) -> VolForecast:
     """The policy's vol: GARCH when the history is long enough and the fit is sane, else EWMA,
     else the implied vol. Annualised fraction, tagged with the method used. Both estimators see
-    the returns with jumps clipped (`clip_jumps`): they measure diffusion."""
+    the returns with jumps set to zero (`truncate_jumps`): they measure diffusion."""
     n = 0 if history is None else history.prices.size - 1
     if history is not None and n >= GARCH_MIN_RETURNS:
         r, dt = log_returns(history.timestamps, history.prices)
-        r = clip_jumps(r[-MAX_FIT_RETURNS:], dt[-MAX_FIT_RETURNS:])
+        r = truncate_jumps(r[-MAX_FIT_RETURNS:], dt[-MAX_FIT_RETURNS:])
         dt = dt[-MAX_FIT_RETURNS:]
         try:
             fit = fit_garch(r, dt)
@@ -298,7 +323,7 @@ def forecast_vol(
             )
     if history is not None and n >= EWMA_MIN_RETURNS:
         r, dt = log_returns(history.timestamps, history.prices)
-        r = clip_jumps(r, dt)
+        r = truncate_jumps(r, dt)
         return VolForecast(underlying, math.sqrt(ewma_variance(r, dt)), VolMethod.EWMA, n)
     return VolForecast(underlying, float(implied_vol), VolMethod.IMPLIED, n)
 
@@ -352,14 +377,25 @@ def nearest_correlation(corr: FloatArray) -> FloatArray:
     return out
 
 
+def _without_jumps(ts: FloatArray, lp: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """A log-price path with its jumps (`truncate_jumps`) taken out: the correlation measures
+    diffusion, as the vols do. Co-jumps are the design gap's (every underlying at once); left
+    in, one flash crash moved the ETH/BTC estimate from 0.72 to 0.99 for the whole window."""
+    dt = np.diff(ts) / SECONDS_PER_YEAR
+    if lp.size < 3 or np.any(dt <= 0.0):
+        return ts, lp
+    r = truncate_jumps(np.diff(lp), dt)
+    return ts, np.concatenate(([lp[0]], lp[0] + np.cumsum(r)))
+
+
 def covariance(histories: Sequence[PriceHistory], window_s: float | None = None) -> Covariance:
     """Covariance/correlation across underlyings whose feeds tick at different, irregular times.
 
-    Over the span every series covers (the last ``window_s`` seconds of it when given):
-    variances are realised (Σ r² / span) and covariances Hayashi–Yoshida (Σ of products of
-    overlapping returns / span), both annualised by elapsed time. The correlation is projected
-    onto the nearest positive semi-definite matrix with unit diagonal. Needs every series to
-    have at least 2 observations in the span.
+    Over the span every series covers (the last ``window_s`` seconds of it when given), with
+    each series' jumps taken out (`_without_jumps`): variances are realised (Σ r² / span) and
+    covariances Hayashi–Yoshida (Σ of products of overlapping returns / span), both annualised
+    by elapsed time. The correlation is projected onto the nearest positive semi-definite
+    matrix with unit diagonal. Needs every series to have at least 2 observations in the span.
     """
     if len(histories) == 0:
         raise RiskInputError("histories: empty")
@@ -374,7 +410,7 @@ def covariance(histories: Sequence[PriceHistory], window_s: float | None = None)
         start = max(start, end - window_s)
     if not end > start:
         raise RiskInputError("histories: the series share no common time span")
-    clipped = [_clip_series(h, start, end) for h in histories]
+    clipped = [_without_jumps(*_clip_series(h, start, end)) for h in histories]
     for h, (ts, _) in zip(histories, clipped, strict=True):
         if ts.size < 3:
             raise RiskInputError(f"histories[{h.underlying}]: fewer than 3 rounds in the span")

@@ -17,12 +17,15 @@ worst, `sharpe` the mean. Definitions:
   ``reverted_simulations`` the actions refused by `eth_call` before sending;
 - ``hours_delta_outside_band``: steps with ``|net delta / NAV − hedge_target| > hedge_band``;
 - ``recovery_hours`` (scenarios with one move after a lead-in): the target is the leverage at
-  the end of the lead-in, judged with the keeper's rebalance band (``max(0.10, 10 % × it)``);
-  implied vol is *back* at the first step from the move on where every underlying's IV is
-  within ``IV_BACK_TOLERANCE`` of its level at the end of the lead-in; the metric is the hours
-  from then to the first step whose leverage is inside the band (0 if it already is; ``inf``
-  if it never gets there; None when IV never comes back within the path — run a longer
-  ``--tail-hours``). Combined as the worst.
+  the end of the lead-in, but never above what the mandate's CPPI rule allows at the step
+  (``multiplier × (NAV − floor × max(HWM, NAV)) / NAV``, from the vault's own high-water mark:
+  a loss the move made lowers the mandate's target, and no policy may go back above it),
+  judged with the keeper's rebalance band (``max(0.10, 10 % × it)``); implied vol is *back* at
+  the first step from the move on where every underlying's IV is within ``IV_BACK_TOLERANCE``
+  of its level at the end of the lead-in; the metric is the hours from then to the first step
+  whose leverage is inside the band (0 if it already is; ``inf`` if it never gets there; None
+  when IV never comes back within the path — run a longer ``--tail-hours``). Combined as the
+  worst.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from keeper.risk.params import REBALANCE_BAND_ABS, REBALANCE_BAND_REL
-from keeper.sim.records import PHASE_END, MarketStep, Observation, PathRun, VaultRun
+from keeper.sim.records import PHASE_END, Bands, MarketStep, Observation, PathRun, VaultRun
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 #: Outcomes whose transaction reached the chain (gas was paid).
@@ -124,17 +127,29 @@ def rebalance_band(target: float) -> float:
     return max(REBALANCE_BAND_ABS, REBALANCE_BAND_REL * target)
 
 
+def cppi_cap(o: Observation, bands: Bands) -> float:
+    """The leverage the mandate's CPPI rule allows at observation `o` (module docstring)."""
+    if math.isinf(bands.cppi_multiplier):
+        return math.inf
+    if o.nav_usd <= 0:
+        return 0.0
+    floor = bands.cppi_floor * max(o.nav_high_water_usd, o.nav_usd)
+    return bands.cppi_multiplier * max(o.nav_usd - floor, 0.0) / o.nav_usd
+
+
 def recovery_hours(end: Sequence[Observation], market: Sequence[MarketStep],
-                   shock_step: int | None, step_s: int) -> float | None:
-    """Hours from implied vol being back to leverage being back (module docstring)."""
+                   shock_step: int | None, step_s: int,
+                   bands: Bands | None = None) -> float | None:
+    """Hours from implied vol being back to leverage being back (module docstring); without
+    `bands`, no CPPI cap."""
     if shock_step is None:
         return None
     iv_at = {m.step: m.iv for m in market}
-    lev_at = {o.step: o.leverage for o in end}
+    obs_at = {o.step: o for o in end}
     before = shock_step - 1
-    if before not in iv_at or before not in lev_at:
+    if before not in iv_at or before not in obs_at:
         return None
-    iv0, target = iv_at[before], lev_at[before]
+    iv0, lead_in = iv_at[before], obs_at[before].leverage
     back = next(
         (m.step for m in sorted(market, key=lambda m: m.step)
          if m.step >= shock_step
@@ -143,9 +158,12 @@ def recovery_hours(end: Sequence[Observation], market: Sequence[MarketStep],
     )
     if back is None:
         return None
-    band = rebalance_band(target)
-    done = next((k for k in sorted(lev_at) if k >= back and abs(lev_at[k] - target) <= band),
-                None)
+
+    def inside(o: Observation) -> bool:
+        target = lead_in if bands is None else min(lead_in, cppi_cap(o, bands))
+        return abs(o.leverage - target) <= rebalance_band(target)
+
+    done = next((k for k in sorted(obs_at) if k >= back and inside(obs_at[k])), None)
     return math.inf if done is None else (done - back) * step_s / 3600
 
 
@@ -184,7 +202,7 @@ def vault_metrics(run: VaultRun, step_s: int, market: Sequence[MarketStep] = (),
         "time_to_safe_blocks": max(spans) if spans else None,
         "breaches": len(spans),
         "hours_delta_outside_band": delta_out * hours,
-        "recovery_hours": recovery_hours(end, market, shock_step, step_s),
+        "recovery_hours": recovery_hours(end, market, shock_step, step_s, bands),
     }
 
 

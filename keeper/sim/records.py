@@ -8,6 +8,7 @@ seconds since the epoch of the simulated chain.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 #: Phases of a step at which a vault is observed: right after the oracle update, before anyone
@@ -24,6 +25,10 @@ class Bands:
     max_leverage: float
     hedge_target: float  # net delta / NAV
     hedge_band: float  # allowed |net delta / NAV − hedge_target|
+    #: The mandate's CPPI rule (floor as a fraction of the high-water mark, multiplier): the
+    #: defaults (no floor, no limit) cap nothing.
+    cppi_floor: float = 0.0
+    cppi_multiplier: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,7 @@ class Observation:
     net_delta_usd: float  # Σ over underlyings of net delta × spot (spot, perps, option deltas)
     debt_usd: float
     idle_usd: float
+    nav_high_water_usd: float = 0.0  # the vault's high-water mark × supply (CPPI's reference)
 
 
 @dataclass(frozen=True, slots=True)

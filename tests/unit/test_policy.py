@@ -87,7 +87,8 @@ def test_design_gap_caps_the_leverage_a_rebalance_builds() -> None:
 def test_rebalance_skipped_when_costs_exceed_benefit(caplog: pytest.LogCaptureFixture) -> None:
     # 20 bps slippage: cost 0.5M × 50 bps = 2 500.70 > benefit 2 397.
     with caplog.at_level(logging.DEBUG, logger="keeper.policy"):
-        assert decide(vault(), mandate(target_vol=0.5, hedge_target=1.0), market(),
+        # (net delta 1.5 × NAV is the hedge target: only the rebalance is in question)
+        assert decide(vault(), mandate(target_vol=0.5, hedge_target=1.5), market(),
                       costs(swap_slippage_bps=20.0)) == []
     assert "rebalance: benefit 2397" in caplog.text
 
@@ -310,9 +311,13 @@ def test_hedge_that_grows_a_position_below_initial_margin_is_not_sent() -> None:
     # 1M × 5 % × 2 × 1.25 = 125k > 80k, so the perp market refuses any growth of the short
     # (PerpMarketInsufficientMargin); with no idle cash to post, no hedge. Before: a hedge sized
     # to keep *maintenance* health (k = 12 500 / 34 000) was sent and reverted in simulation.
+    # Net delta 250 ETH is off the 0 ± 2 % mandate, so the excess spot is sold instead.
     acts = decide(hedged_vault(-500.0, margin=80_000.0), mandate(hedge_target=0.0), market(),
                   costs())
-    assert acts == []
+    assert ActionKind.HEDGE not in kinds(acts)
+    (cut,) = acts
+    assert cut.kind is ActionKind.REBALANCE and cut.perp_legs == {}
+    assert dict(cut.spot_legs) == pytest.approx({"ETH": -250.0}, rel=1e-12)
 
 
 def test_hedge_posts_idle_cash_as_its_margin_in_the_same_call() -> None:
@@ -421,3 +426,80 @@ def test_no_re_levering_while_the_market_falls() -> None:
     assert kinds(flat) == [ActionKind.REBALANCE] and flat[0].spot_legs["ETH"] > 0
     falling = decide(vault(), m, market(histories=(_eth_history(0.10),)), costs(), p)
     assert falling == []
+
+
+def swept_vault(margin: float) -> VaultState:
+    # 750 ETH (1.5M) against 0.5M debt (lending health 2.4), short 750 ETH (net delta 0) on
+    # `margin` of posted cash: NAV = 1.0M + margin.
+    return vault(debt_usdc=500_000.0, perp_margin_usd=margin, nav_usd=1_000_000.0 + margin,
+                 perps=(PerpPosition("ETH", -750.0, 2_000.0, 0.0, 0.05),))
+
+
+def test_perp_profit_beyond_the_hedges_need_repays_debt_last() -> None:
+    # Margin 800k, NAV 1.8M. The hedge at the mandate's own target leverage (vol target
+    # 0.75 / 0.50 = 1.5; CPPI 4 × 0.5 = 2.0; no Kelly view; max 3.0) is short 1.5 × 1.8M = 2.7M:
+    # its margin target is 2.7M × 0.15 (design rise) + 1.35 (min health + buffer) × 2.7M ×
+    # 1.15 × 0.05 = 405,000 + 209,587.5 = 614,587.5 (above today's short's 341,437.5). The
+    # surplus 185,412.5 is over 5 % of NAV (90k) and saves 185,412.5 × 5 % × 7/365 = $177.79 of
+    # interest against 0.30 of gas: one REPAY of it, HIGH (worth today's gas, it does not wait
+    # for a cheaper block), after anything else decided.
+    m = mandate(hedge_target=0.0)
+    acts = decide(swept_vault(800_000.0), m, market(risk_free_rate=0.05), costs())
+    sweep = acts[-1]
+    assert sweep.kind is ActionKind.REPAY and sweep.urgency is Urgency.HIGH
+    assert [a.kind for a in acts].count(ActionKind.REPAY) == 1
+    assert sweep.repay_usd == pytest.approx(185_412.5, rel=1e-12)
+    assert sweep.margin_usd == pytest.approx(-185_412.5, rel=1e-12)
+    assert sweep.expected_benefit_usd == pytest.approx(185_412.5 * 0.05 * 7 / 365, rel=1e-12)
+    assert sweep.expected_cost_usd == pytest.approx(0.3, rel=1e-12)
+
+
+def test_no_sweep_when_small_free_or_not_owed() -> None:
+    m, mk = mandate(hedge_target=0.0), market(risk_free_rate=0.05)
+    # Margin 620k, NAV 1.62M: the hedge at 1.5× needs 2.43M × 0.15 + 1.35 × 2.43M × 0.0575 =
+    # 553,128.75, so 66,871 is surplus — under 5 % of NAV (81k): left where it is.
+    assert ActionKind.REPAY not in kinds(decide(swept_vault(620_000.0), m, mk, costs()))
+    # No interest to save (rate 0), or no debt: no sweep.
+    assert ActionKind.REPAY not in kinds(decide(swept_vault(800_000.0), m, market(), costs()))
+    no_debt = replace(swept_vault(800_000.0), debt_usdc=0.0, nav_usd=2_300_000.0)
+    assert ActionKind.REPAY not in kinds(decide(no_debt, m, mk, costs()))
+
+
+def test_a_hedge_outside_the_mandates_band_is_owed_whatever_the_gas() -> None:
+    # Net delta 750 − 500 = 250 ETH = 500k, 50 % of NAV against 0 ± 2 %. At 1 USD per gas the
+    # hedge's 300k gas costs $300k + 250 × 2000 × 5 bps = $300,250 against a tracking benefit
+    # of 500k² × QUAD ≈ $2,397: the cost model alone would leave the vault off its mandate.
+    pricey = costs(gas_price_usd_per_gas=1.0)
+    (h,) = decide(hedged_vault(-500.0), mandate(hedge_target=0.0), market(), pricey)
+    assert h.kind is ActionKind.HEDGE
+    assert h.expected_cost_usd == pytest.approx(300_250.0, rel=1e-9)
+    assert h.expected_benefit_usd == pytest.approx(500_000.0**2 * QUAD, rel=1e-9)
+    assert dict(h.perp_legs) == pytest.approx({"ETH": -250.0})
+
+
+def test_no_sweep_while_the_tape_moves() -> None:
+    # The 185,412.5 sweep above goes on a flat tape; not after a 10 % fall (or rise) in 24 h:
+    # a short's crash profit is its margin for the rebound.
+    m, rate = mandate(hedge_target=0.0), 0.05
+    flat = decide(swept_vault(800_000.0), m,
+                  market(risk_free_rate=rate, histories=(_eth_history(0.0),)), costs())
+    assert flat[-1].kind is ActionKind.REPAY
+    assert flat[-1].repay_usd == pytest.approx(185_412.5, rel=1e-12)
+    for move in (0.10, -0.10):
+        moved = decide(swept_vault(800_000.0), m,
+                       market(risk_free_rate=rate, histories=(_eth_history(move),)), costs())
+        assert ActionKind.REPAY not in kinds(moved)
+
+
+def test_off_the_mandate_with_no_margin_cash_the_excess_spot_is_sold() -> None:
+    # 750 ETH long, no perps, no idle cash, no margin: net delta 750 ETH against a target of
+    # 1.0 × NAV = 500 ETH (band 2 % = 10 ETH). The hedge would short 250 ETH, whose initial
+    # margin (500k × 5 % × 2 × 1.25 = 62.5k) there is no cash for (scale 0). Instead: sell the
+    # 250 ETH excess, HIGH; its cost is gas (0.70) + 500k × 40 bps = $2,000.70.
+    (a,) = decide(vault(), mandate(hedge_target=1.0), market(), costs())
+    assert (a.kind, a.urgency) == (ActionKind.REBALANCE, Urgency.HIGH)
+    assert dict(a.spot_legs) == pytest.approx({"ETH": -250.0}, rel=1e-12)
+    assert a.perp_legs == {}
+    assert a.expected_cost_usd == pytest.approx(0.7 + 2_000.0, rel=1e-9)
+    # Too short rather than too long: nothing is bought to fix it (that would add risk).
+    assert decide(vault(), mandate(hedge_target=2.0), market(), costs()) == []

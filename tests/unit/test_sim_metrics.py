@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -10,6 +11,7 @@ from keeper.sim.metrics import (
     breach_spans,
     build_metrics,
     combine,
+    cppi_cap,
     max_drawdown,
     recovery_hours,
     sharpe,
@@ -137,6 +139,24 @@ def test_recovery_hours_by_hand() -> None:
     # No single move (gbm): None; half-hour steps halve the hours.
     assert recovery_hours(end, market, None, 3600) is None
     assert recovery_hours(end, market, 3, 1800) == 1.5
+
+
+def test_recovery_target_is_capped_by_the_mandates_cppi() -> None:
+    # CPPI floor 80 % of the high-water mark, multiplier 5. The move takes NAV from 100 to 88
+    # with the HWM at 100: cushion 88 − 80 = 8, cap 5 × 8 / 88 = 0.4545 — below the lead-in's
+    # 1.5, so the target is 0.4545 with band max(0.10, 0.045) = 0.10: leverage 0.5 is inside
+    # (|0.5 − 0.4545| = 0.045) from the step IV is back (step 6): 0 h. Without the mandate's
+    # bands (no CPPI) the same path never gets back to 1.5 ± 0.15.
+    market = _market([0.6, 0.6, 0.9, 0.8, 0.7, 0.62, 0.6, 0.6, 0.6, 0.6])
+    cppi = Bands(1.3, 2.5, 0.3, 0.05, cppi_floor=0.8, cppi_multiplier=5.0)
+    end = [replace(obs(k, PHASE_END, k, 100.0 if k < 3 else 88.0, 2.0, 1.5 if k < 3 else 0.5),
+                   nav_high_water_usd=100.0) for k in range(1, 11)]
+    assert cppi_cap(end[5], cppi) == pytest.approx(5 * 8 / 88)
+    assert recovery_hours(end, market, 3, 3600, cppi) == 0.0
+    assert recovery_hours(end, market, 3, 3600) == math.inf
+    # A NAV of 84: cap 5 × 4 / 84 = 0.238, band 0.10: 0.5 is 0.26 away — still out.
+    low = [replace(o, nav_usd=84.0) if o.step >= 3 else o for o in end]
+    assert recovery_hours(low, market, 3, 3600, cppi) == math.inf
 
 
 def test_net_delta_outside_its_band_is_counted_on_its_own() -> None:
