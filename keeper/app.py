@@ -7,10 +7,12 @@ from web3 import Web3
 
 from keeper.chain.connect import connect
 from keeper.chain.reader import SnapshotReader
+from keeper.chain.retry import install_read_retries
 from keeper.clock import Clock, SystemClock
 from keeper.config import Settings, env_name, resolve_vaults
 from keeper.errors import ConfigError
 from keeper.journal import Journal
+from keeper.masking import register_secret_url
 from keeper.service import KeeperService
 from keeper.tx.nonce import NonceManager
 from keeper.tx.sender import SendPolicy, TxSender
@@ -41,6 +43,7 @@ def build_service(
     clock: Clock | None = None,
 ) -> KeeperService:
     """Wire every part from `settings`. `w3` and `clock` are injected by tests and the demo."""
+    register_secret_url(settings.rpc_url.get_secret_value())  # masked in every error and log
     if w3 is None:
         w3 = connect(
             settings.rpc_url.get_secret_value(),
@@ -48,6 +51,7 @@ def build_service(
             url_setting=env_name("rpc_url"),
             chain_id_setting=_chain_id_source(settings),
         )
+    install_read_retries(w3)  # a no-op where connect() (or the caller) already did
     clock = clock or SystemClock()
     vaults = resolve_vaults(settings)
     if not vaults:

@@ -45,8 +45,8 @@ from pydantic_settings import (
 from web3 import Web3
 from web3.types import Wei
 
-from keeper.chain.connect import mask_rpc_url
 from keeper.errors import ConfigError
+from keeper.masking import mask_rpc_url
 from keeper.risk.actions import Urgency
 from keeper.tx.fees import FeePolicy
 

@@ -33,6 +33,7 @@ from typing import Literal, get_args
 from web3.types import Wei
 
 from keeper.errors import KeeperError
+from keeper.masking import mask_text
 
 logger = logging.getLogger(__name__)
 
@@ -389,11 +390,13 @@ class Journal:
             return int(cur.lastrowid or 0)
 
     def finish_tick(self, tick_id: int, status: str, error: str | None = None) -> None:
-        """Close tick `tick_id` with `status` (e.g. 'ok', 'error', 'timeout')."""
+        """Close tick `tick_id` with `status` (e.g. 'ok', 'error', 'timeout'). The error text is
+        masked (:func:`keeper.masking.mask_text`): it may quote an RPC URL."""
+        shown = None if error is None else mask_text(error)
         with self._write("finish tick") as conn:
             cur = conn.execute(
                 "UPDATE ticks SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-                (status, error, self._clock(), tick_id),
+                (status, shown, self._clock(), tick_id),
             )
             self._require(cur.rowcount, f"tick {tick_id}")
 
@@ -611,10 +614,11 @@ class Journal:
         status: IntentStatus,
         outcome: Mapping[str, object] | None = None,
     ) -> None:
-        """Close an intent with a final status and its outcome (JSON like decision inputs)."""
+        """Close an intent with a final status and its outcome (JSON like decision inputs; its
+        text masked like a tick's error)."""
         finals = tuple(s for s in get_args(IntentStatus) if s not in UNFINISHED_STATUSES)
         self._check_status(status, finals, "final intent")
-        outcome_json = None if outcome is None else encode_json(outcome, "outcome")
+        outcome_json = None if outcome is None else mask_text(encode_json(outcome, "outcome"))
         with self._write(f"finish intent {intent_id}") as conn:
             cur = conn.execute(
                 "UPDATE intents SET status = ?, outcome_json = ?, updated_at = ? WHERE id = ?",
@@ -653,6 +657,13 @@ class Journal:
         )
         self._require(len(rows), f"transaction {tx_hash!r}")
         return self._tx(rows[0])
+
+    def has_transaction(self, tx_hash: str | bytes) -> bool:
+        """Whether a transaction with this hash was ever recorded (by any intent)."""
+        rows = self._read(
+            "SELECT 1 FROM transactions WHERE tx_hash = ?", (normalize_tx_hash(tx_hash),)
+        )
+        return bool(rows)
 
     # --- internals -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_abi.exceptions import DecodingError
 from eth_typing import BlockNumber, ChecksumAddress
 from hexbytes import HexBytes
 from web3 import Web3
@@ -20,6 +21,7 @@ from web3 import Web3
 from keeper.chain.abi import load_artifact, output_types
 from keeper.chain.errors import decode_revert
 from keeper.chain.multicall import MULTICALL3_ADDRESS
+from keeper.chain.rpc_errors import read_failure
 from keeper.chain.snapshot import VaultSnapshot, decode_snapshot
 from keeper.errors import ChainReadError, ConfigError
 
@@ -76,10 +78,14 @@ class SnapshotReader:
                 {"to": MULTICALL3_ADDRESS, "data": HexBytes(data)},
                 block_identifier=BlockNumber(block),
             )
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, f"multicall at block {block}") from None
+        try:
             (result,) = self.w3.codec.decode([AGGREGATE3_RESULTS], raw)
-        except Exception as exc:  # transport or node errors: one retryable chain-read error
+        except DecodingError as exc:  # no Multicall3 there, or a node answering nonsense
             raise ChainReadError(
-                f"multicall at block {block} failed: {type(exc).__name__}: {exc}"
+                f"multicall at block {block}: undecodable answer ({type(exc).__name__}: {exc})",
+                retryable=False,
             ) from None
         return [(bool(ok), bytes(data)) for ok, data in result]
 
@@ -113,7 +119,10 @@ class SnapshotReader:
         for vault in vaults:
             self.counter.eth_calls += 1
             contract = self.w3.eth.contract(address=vault, abi=self._vault_abi)
-            raw = contract.functions.snapshot().call(block_identifier=BlockNumber(block))
+            try:
+                raw = contract.functions.snapshot().call(block_identifier=BlockNumber(block))
+            except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+                raise read_failure(exc, f"snapshot of {vault} at block {block}") from None
             out[vault] = decode_snapshot(vault, raw)
         return out
 
@@ -121,11 +130,16 @@ class SnapshotReader:
         self, vaults: Sequence[ChecksumAddress], setting: str = "KEEPER_VAULTS"
     ) -> None:
         """Refuse to start on an address that is not a RiskVault: no code, or no snapshot()."""
-        if len(self.w3.eth.get_code(MULTICALL3_ADDRESS)) == 0:
-            raise ChainReadError(f"no Multicall3 at {MULTICALL3_ADDRESS} on this chain")
-        block = int(self.w3.eth.block_number)
+        if len(self._code(MULTICALL3_ADDRESS)) == 0:
+            raise ChainReadError(
+                f"no Multicall3 at {MULTICALL3_ADDRESS} on this chain", retryable=False
+            )
+        try:
+            block = int(self.w3.eth.block_number)
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, "block number") from None
         for vault in vaults:
-            if len(self.w3.eth.get_code(vault)) == 0:
+            if len(self._code(vault)) == 0:
                 raise ConfigError(f"{setting}: {vault} has no contract code on this chain")
         for chunk in _chunks(vaults, self.chunk_size):
             results = self.aggregate([(v, self._selector) for v in chunk], block)
@@ -138,6 +152,12 @@ class SnapshotReader:
                     raise ConfigError(
                         f"{setting}: {vault} is not a RiskVault (snapshot() failed)"
                     ) from None
+
+    def _code(self, address: ChecksumAddress) -> bytes:
+        try:
+            return bytes(self.w3.eth.get_code(address))
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, f"code of {address}") from None
 
     def call_each(
         self,

@@ -30,9 +30,9 @@ from fractions import Fraction
 from types import MappingProxyType
 
 from web3 import Web3
-from web3.exceptions import Web3Exception
 from web3.types import Wei
 
+from keeper.chain.rpc_errors import RpcErrorKind, classify, read_failure
 from keeper.errors import ChainReadError, ConfigError, NotRetryable, TransactionError
 from keeper.risk.actions import Urgency
 
@@ -360,7 +360,8 @@ def fetch_fee_inputs(
     The next base fee is the last of the ``blocks + 1`` base fees fee history returns. eth-tester
     answers with ``blocks`` base fees, newest first and without the next block's: when the shape
     is not the standard one, the next base fee is computed from the latest block's header by the
-    EIP-1559 rule. Transport and node errors become :class:`ChainReadError` (retryable).
+    EIP-1559 rule. Transport and node errors become a masked :class:`ChainReadError`, retryable
+    when the classifier says so (:func:`keeper.chain.rpc_errors.read_failure`).
     """
     if (
         isinstance(reward_percentile, bool)
@@ -372,23 +373,33 @@ def fetch_fee_inputs(
         raise FeeInputError(f"blocks: must be an int in [1, {MAX_HISTORY_BLOCKS}], got {blocks!r}")
     try:
         history = w3.eth.fee_history(blocks, "latest", [float(reward_percentile)])
+    except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+        raise read_failure(exc, "fee history") from None
+    try:
         base_fees = [int(fee) for fee in history["baseFeePerGas"]]
         ratios = list(history["gasUsedRatio"])
         samples = tuple(int(reward[0]) for reward in history.get("reward") or () if reward)
-        if ratios and len(base_fees) == len(ratios) + 1:
-            base_fee = base_fees[-1]
-            block = int(history["oldestBlock"]) + len(ratios) - 1
-        else:
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ChainReadError(
+            f"fee history: malformed answer ({type(exc).__name__}: {exc})", retryable=False
+        ) from None
+    if ratios and len(base_fees) == len(ratios) + 1:
+        base_fee = base_fees[-1]
+        block = int(history["oldestBlock"]) + len(ratios) - 1
+    else:
+        try:
             latest = w3.eth.get_block("latest")
-            if "baseFeePerGas" not in latest:
-                raise ChainReadError("latest block has no base fee: the chain is not EIP-1559")
-            base_fee = next_base_fee(
-                int(latest["baseFeePerGas"]), int(latest["gasUsed"]), int(latest["gasLimit"])
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, "latest block") from None
+        if "baseFeePerGas" not in latest:
+            raise ChainReadError(
+                "latest block has no base fee: the chain is not EIP-1559", retryable=False
             )
-            block = int(latest["number"])
-            logger.debug("non-standard eth_feeHistory shape; next base fee from block %d", block)
-    except (Web3Exception, OSError, KeyError, TypeError, ValueError) as exc:
-        raise ChainReadError(f"fee history failed: {type(exc).__name__}: {exc}") from exc
+        base_fee = next_base_fee(
+            int(latest["baseFeePerGas"]), int(latest["gasUsed"]), int(latest["gasLimit"])
+        )
+        block = int(latest["number"])
+        logger.debug("non-standard eth_feeHistory shape; next base fee from block %d", block)
     inputs = FeeInputs(base_fee, samples, _fetch_fallback_priority(w3), block)
     logger.debug(
         "fee inputs at block %d: next base fee %s, %d tip samples, fallback tip %s",
@@ -405,8 +416,11 @@ def _fetch_fallback_priority(w3: Web3) -> int | None:
     # method; None only when that fails too.
     try:
         return int(w3.eth.max_priority_fee)
-    except (Web3Exception, OSError, ValueError) as exc:
-        logger.debug("no eth_maxPriorityFeePerGas: %s: %s", type(exc).__name__, exc)
+    except Exception as exc:  # any RPC failure means "no fallback"; a bug is re-raised
+        fault = classify(exc)
+        if fault.kind is RpcErrorKind.NOT_RPC:
+            raise
+        logger.debug("no eth_maxPriorityFeePerGas: %s", fault.reason)
         return None
 
 

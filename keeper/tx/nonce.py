@@ -16,30 +16,18 @@ import threading
 from collections.abc import Callable
 
 from web3 import Web3
-from web3.exceptions import Web3Exception
 
+from keeper.chain.rpc_errors import NONCE_TOO_LOW_PHRASES, is_nonce_too_low, read_failure
 from keeper.errors import ChainReadError, TransactionError
 
 logger = logging.getLogger(__name__)
 
-#: Lower-cased phrases nodes use to refuse a nonce already used (geth/anvil/erigon/reth say
-#: "nonce too low", nethermind "OldNonce", besu "NONCE_TOO_LOW").
-NONCE_TOO_LOW_PHRASES: tuple[str, ...] = (
-    "nonce too low",
-    "nonce is too low",
-    "oldnonce",
-    "nonce_too_low",
-)
+# `is_nonce_too_low` and its phrases live with every other error phrase, in
+# keeper.chain.rpc_errors; they are re-exported here for the callers that know them here.
 
 
 class NonceError(TransactionError):
     """The nonce manager was misused (allocation before sync, releasing a foreign nonce)."""
-
-
-def is_nonce_too_low(message: str) -> bool:
-    """True when a node's error `message` says the nonce was already used."""
-    text = message.lower()
-    return any(phrase in text for phrase in NONCE_TOO_LOW_PHRASES)
 
 
 class NonceManager:
@@ -69,10 +57,8 @@ class NonceManager:
         def fetch() -> int:
             try:
                 return int(w3.eth.get_transaction_count(checksum, "pending"))
-            except (Web3Exception, OSError, ValueError) as exc:
-                raise ChainReadError(
-                    f"transaction count of {checksum} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+            except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+                raise read_failure(exc, f"transaction count of {checksum}") from None
 
         return cls(checksum, fetch)
 
