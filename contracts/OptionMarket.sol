@@ -192,6 +192,13 @@ contract OptionMarket is IOptionMarket, Ownable, ReentrancyGuard {
         return _markPrice(_existing(seriesId));
     }
 
+    /// @notice The feed that marks the series until `expiry` (after it, markPrice is the intrinsic
+    ///         value at the settlement price). Two words, for callers that check the feed's age.
+    function markFeedOf(uint256 seriesId) external view returns (address markFeed, uint256 expiry) {
+        Series storage s = _existing(seriesId);
+        return (s.markFeed, s.expiry);
+    }
+
     function _markPrice(Series storage s) private view returns (uint256 price, uint256 updatedAt) {
         if (block.timestamp >= s.expiry) {
             (uint256 spot, uint256 at) = _expiryPrice(s);

@@ -24,15 +24,18 @@ import {Oracle} from "./libraries/Oracle.sol";
 ///         and options. `totalAssets()` marks everything from the feeds. The strategist sets the
 ///         mandate and trades options; the keeper may only rebalance, hedge and deleverage, within
 ///         rules this contract enforces whatever it is sent:
-///         - every keeper trade has a deadline and a slippage bound (the mandate's maxSlippageBps
-///           against the oracle, per leg, and on NAV as a whole);
+///         - every keeper trade has a deadline and a slippage bound (the mandate's maxSlippageBps,
+///           at most MAX_SLIPPAGE_BPS, against the oracle, per leg, and on NAV as a whole);
+///         - a keeper call trades each asset once per venue (a leveraged buy may be split into
+///           several buys): no round trip of an asset within one call;
 ///         - after a risk-increasing action, health ≥ minHealth and leverage ≤ maxLeverage;
 ///         - a deleverage only sells and shrinks, and must strictly improve health;
 ///         - pause blocks risk-increasing actions, never deleverage;
 ///         - every token a keeper action moves goes to a venue on the vault's behalf or back to
 ///           the vault: there is no path to an outside address.
-/// @dev Rounding: ERC-4626 conversions round in the vault's favour (OpenZeppelin); NAV is
-///      floored; health and leverage use the venues' own rounding (pool's favour).
+/// @dev Rounding: ERC-4626 conversions round in the vault's favour (OpenZeppelin), with
+///      DECIMALS_OFFSET virtual shares against donations; NAV is floored; keeper loss budgets are
+///      floored (vault's favour); health and leverage use the venues' own rounding (pool's favour).
 contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using Math for uint256;
@@ -53,6 +56,20 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     bytes32 private constant KIND_DELEVERAGE = "deleverage";
     bytes32 private constant KIND_REPAY = "repay";
     uint256 private constant REPAY_ROUNDING_UNITS = 10;
+    /// @notice Shares have this many more decimals than USDC (OpenZeppelin's virtual shares):
+    ///         10**6 virtual shares per virtual asset unit. A first depositor's donation is then
+    ///         shared with the virtual shares, and to round a later deposit down by one USDC unit
+    ///         it must be about 10**6 times that deposit, which makes the inflation attack cost
+    ///         far more than it can take.
+    uint8 public constant DECIMALS_OFFSET = 6;
+    /// @notice maxPriceAge ceiling (seconds): one day, the longest heartbeat Chainlink feeds use
+    ///         (ETH/USD, BTC/USD beat hourly). A feed older than that has missed its heartbeat
+    ///         and must not price deposits, withdrawals or keeper trades.
+    uint256 public constant MAX_PRICE_AGE_LIMIT = 1 days;
+    /// @notice maxSlippageBps ceiling: 1 %, ten times the seeded venue's 10 bps swap fee and twice
+    ///         what the seeded vaults use (50 bps). It bounds both each leg's fill against the oracle and
+    ///         the NAV a keeper call may lose, so a mandate cannot hand the keeper 10 % per trade.
+    uint256 public constant MAX_SLIPPAGE_BPS = 100;
 
     // ---------------------------------------------------------------- storage
     struct AssetConfig {
@@ -86,7 +103,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     mapping(address => uint256) private _assetIndex; // token => index + 1
     uint256[] private _series;
     uint256 public maxPriceAge;
-    uint256 public highWaterMark; // WAD USDC per share
+    uint256 public highWaterMark; // WAD USDC units per share unit
     uint256 public lastActionAt;
 
     constructor(
@@ -108,9 +125,11 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         _usdc = usdc_;
         _usdcToWad = 10 ** (18 - IERC20Metadata(address(usdc_)).decimals());
         _validateMandate(mandate_);
+        _validateMaxPriceAge(maxPriceAge_);
         _mandate = mandate_;
         maxPriceAge = maxPriceAge_;
-        highWaterMark = WAD;
+        // The initial share price: 1 USDC unit buys 10**DECIMALS_OFFSET share units.
+        highWaterMark = WAD / 10 ** DECIMALS_OFFSET;
         _grantRole(DEFAULT_ADMIN_ROLE, admin_);
         // Standing approvals to the immutable venues (which hold the vault's positions anyway):
         // one SSTORE here instead of one per trade. Amounts are bounded by each call's arguments.
@@ -123,7 +142,9 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
 
     // ================================================================ admin / guardian
     /// @notice Add a risky asset the vault may hold: spot feed, implied-volatility feed.
+    ///         Each token once, and never USDC itself: NAV adds every listed token's idle balance.
     function addAsset(address token, address priceFeed, address volFeed) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_assetIndex[token] != 0 || token == address(_usdc)) revert VaultDuplicateAsset(token);
         if (_assets.length >= MAX_ASSETS) revert VaultTooManyAssets(_assets.length + 1);
         _assets.push(
             AssetConfig(
@@ -141,8 +162,10 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         emit AssetAdded(token, priceFeed, volFeed);
     }
 
-    /// @notice Oldest acceptable feed age (seconds) for deposits, withdrawals and keeper actions.
+    /// @notice Oldest acceptable feed age (seconds) for deposits, withdrawals and keeper actions,
+    ///         in [1, MAX_PRICE_AGE_LIMIT]: 0 would refuse every feed but in its own block.
     function setMaxPriceAge(uint256 newMaxAge) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _validateMaxPriceAge(newMaxAge);
         emit MaxPriceAgeUpdated(maxPriceAge, newMaxAge);
         maxPriceAge = newMaxAge;
     }
@@ -218,6 +241,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         if (swaps.length == 0 && perpLegs.length == 0 && marginDelta == 0) revert VaultEmptyAction();
         (State memory before, uint256 lossBudget) = _begin(deadline, marginDelta);
         for (uint256 i = 0; i < swaps.length; i++) {
+            _requireNewSwapLeg(swaps, i);
             lossBudget += _swap(swaps[i]);
         }
         lossBudget += _tradePerps(perpLegs, false);
@@ -247,6 +271,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         (State memory before, uint256 lossBudget) = _begin(deadline, SafeCastInt.toInt(marginTopUp));
         for (uint256 i = 0; i < sells.length; i++) {
             if (sells[i].buy) revert VaultNotDeleverage(sells[i].asset);
+            _requireNewSwapLeg(sells, i);
             lossBudget += _swap(sells[i]);
         }
         lossBudget += _tradePerps(perpLegs, true);
@@ -345,9 +370,39 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         return super.supportsInterface(interfaceId);
     }
 
+    // ================================================================ ERC-4626 entry points
+    // All four are nonReentrant: their share price comes from totalAssets(), which reads every
+    // venue and feed, and the asset transfer inside them hands control to the token. No entry
+    // point (nor a keeper action) may run while another is halfway through.
+
+    /// @notice ERC-4626 deposit (OpenZeppelin), refused while any feed NAV uses is stale.
+    function deposit(uint256 assets_, address receiver) public override nonReentrant returns (uint256) {
+        return super.deposit(assets_, receiver);
+    }
+
+    /// @notice ERC-4626 mint (OpenZeppelin), refused while any feed NAV uses is stale.
+    function mint(uint256 shares, address receiver) public override nonReentrant returns (uint256) {
+        return super.mint(shares, receiver);
+    }
+
+    /// @notice ERC-4626 withdraw (OpenZeppelin), from idle USDC, refused while any feed NAV uses is stale.
+    function withdraw(uint256 assets_, address receiver, address owner)
+        public
+        override
+        nonReentrant
+        returns (uint256)
+    {
+        return super.withdraw(assets_, receiver, owner);
+    }
+
+    /// @notice ERC-4626 redeem (OpenZeppelin), from idle USDC, refused while any feed NAV uses is stale.
+    function redeem(uint256 shares, address receiver, address owner) public override nonReentrant returns (uint256) {
+        return super.redeem(shares, receiver, owner);
+    }
+
     // ================================================================ ERC-4626 hooks
     function _deposit(address caller, address receiver, uint256 assets_, uint256 shares) internal override {
-        _requireFresh();
+        _requireFreshNav();
         super._deposit(caller, receiver, assets_, shares);
         _updateHighWaterMark(totalAssets());
     }
@@ -356,8 +411,12 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         internal
         override
     {
-        _requireFresh();
+        _requireFreshNav();
         super._withdraw(caller, receiver, owner, assets_, shares);
+    }
+
+    function _decimalsOffset() internal pure override returns (uint8) {
+        return DECIMALS_OFFSET;
     }
 
     // ================================================================ internal: keeper flow
@@ -422,13 +481,24 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
             uint256 fair = (leg.amountIn * _usdcToWad).mulDiv(10 ** a.tokenDecimals, price);
             _requireSlippage(leg.asset, fair, out, slip);
             pool.depositCollateral(leg.asset, out);
-            budget = leg.amountIn.mulDiv(slip, BPS, Math.Rounding.Ceil);
+            // Loss budgets are floored: rounding goes against the keeper, in the vault's favour.
+            budget = leg.amountIn.mulDiv(slip, BPS);
         } else {
             (uint256 proceeds,) = pool.repayWithCollateral(leg.asset, leg.amountIn, address(swapVenue), leg.minOut);
             uint256 fairUsd = leg.amountIn.mulDiv(price, 10 ** a.tokenDecimals);
             uint256 fair = fairUsd / _usdcToWad;
             _requireSlippage(leg.asset, fair, proceeds, slip);
-            budget = fair.mulDiv(slip, BPS, Math.Rounding.Ceil);
+            budget = fair.mulDiv(slip, BPS); // floored: vault's favour
+        }
+    }
+
+    /// @dev Spot legs on one asset may only be repeated as buys: a leveraged buy is split so each
+    ///      step fits the borrow room the earlier steps posted. A sell shares its asset with no
+    ///      other leg, so a call cannot round-trip an asset (buy then sell, or sell then buy back).
+    function _requireNewSwapLeg(SwapLeg[] calldata legs, uint256 i) private pure {
+        for (uint256 j = 0; j < i; j++) {
+            bool bothBuys = legs[i].buy && legs[j].buy;
+            if (legs[j].asset == legs[i].asset && !bothBuys) revert VaultDuplicateLeg(legs[i].asset);
         }
     }
 
@@ -440,6 +510,10 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         if (fee > slip) revert VaultSlippageExceeded(address(perps), slip, fee);
         for (uint256 i = 0; i < legs.length; i++) {
             PerpLeg calldata leg = legs[i];
+            // One perp leg per asset: two would net to one trade, or round-trip it.
+            for (uint256 j = 0; j < i; j++) {
+                if (legs[j].asset == leg.asset) revert VaultDuplicateLeg(leg.asset);
+            }
             AssetConfig memory a = _asset(leg.asset);
             if (reduceOnly) {
                 (int256 size,,) = perps.positionOf(address(this), leg.asset);
@@ -452,8 +526,9 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
             uint256 bound = leg.sizeDelta > 0 ? price.mulDiv(BPS + slip, BPS) : price.mulDiv(BPS - slip, BPS);
             uint256 limit = leg.sizeDelta > 0 ? Math.min(leg.limitPrice, bound) : Math.max(leg.limitPrice, bound);
             perps.trade(leg.asset, leg.sizeDelta, limit);
-            uint256 notionalUsdc = SignedMath.abs(leg.sizeDelta).mulDiv(price, WAD).ceilDiv(_usdcToWad);
-            budget += notionalUsdc.mulDiv(slip, BPS, Math.Rounding.Ceil);
+            // Notional and budget both floored: vault's favour.
+            uint256 notionalUsdc = SignedMath.abs(leg.sizeDelta).mulDiv(price, WAD) / _usdcToWad;
+            budget += notionalUsdc.mulDiv(slip, BPS);
         }
     }
 
@@ -492,12 +567,29 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         st.leverage = st.nav == 0 ? type(uint256).max : collateralUsd.mulDiv(WAD, st.nav * _usdcToWad);
     }
 
+    /// @dev Every spot feed fresh and positive: the gate for keeper actions and option trades.
     function _requireFresh() private view {
         for (uint256 i = 0; i < _assets.length; i++) {
-            (, int256 answer,, uint256 updatedAt,) = AggregatorV3Interface(_assets[i].priceFeed).latestRoundData();
-            if (answer <= 0 || block.timestamp > updatedAt + maxPriceAge) {
-                revert VaultStalePrice(_assets[i].priceFeed, updatedAt, maxPriceAge);
-            }
+            _requireFreshFeed(_assets[i].priceFeed);
+        }
+    }
+
+    /// @dev Every feed NAV reads fresh: spot feeds and the marks of the unexpired series held.
+    ///      The gate for deposits and withdrawals, which are priced at NAV. An expired series is
+    ///      no longer valued at its mark but at its settlement price (the spot feed's first round
+    ///      at or after expiry; until there is one, the latest spot), so its mark feed is skipped.
+    function _requireFreshNav() private view {
+        _requireFresh();
+        for (uint256 i = 0; i < _series.length; i++) {
+            (address markFeed, uint256 expiry) = options.markFeedOf(_series[i]);
+            if (block.timestamp < expiry) _requireFreshFeed(markFeed);
+        }
+    }
+
+    function _requireFreshFeed(address feed) private view {
+        (, int256 answer,, uint256 updatedAt,) = AggregatorV3Interface(feed).latestRoundData();
+        if (answer <= 0 || block.timestamp > updatedAt + maxPriceAge) {
+            revert VaultStalePrice(feed, updatedAt, maxPriceAge);
         }
     }
 
@@ -568,6 +660,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     }
 
     /// @dev `nav` is passed in by callers that have just computed it, to avoid a third valuation.
+    ///      The mark is WAD USDC units per share unit (shares have DECIMALS_OFFSET more decimals).
     function _updateHighWaterMark(uint256 nav) private {
         uint256 supply = totalSupply();
         if (supply == 0) return;
@@ -589,7 +682,11 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         _bound(5, int256(m.cppiFloor), 0, 1e18 - 1);
         _bound(6, int256(m.cppiMultiplier), 0, 10e18);
         _bound(7, int256(m.kellyFraction), 1, 1e18);
-        _bound(8, int256(m.maxSlippageBps), 1, 1_000);
+        _bound(8, int256(m.maxSlippageBps), 1, int256(MAX_SLIPPAGE_BPS));
+    }
+
+    function _validateMaxPriceAge(uint256 maxAge) private pure {
+        if (maxAge == 0 || maxAge > MAX_PRICE_AGE_LIMIT) revert VaultInvalidMaxPriceAge(maxAge, MAX_PRICE_AGE_LIMIT);
     }
 
     function _bound(uint256 field, int256 value, int256 lo, int256 hi) private pure {

@@ -14,7 +14,8 @@ import {Oracle} from "./libraries/Oracle.sol";
 /// @notice Swaps USDC ↔ each listed asset at the oracle price, less a fee and a price impact that
 ///         grows linearly with trade size: impact = value ÷ depth (bps, capped at MAX_IMPACT_BPS).
 ///         Inventory is minted to the venue at deploy. Refuses stale feeds.
-/// @dev amountOut is rounded down (venue's favour).
+/// @dev amountOut is rounded down (venue's favour). A trade whose fee plus impact reaches 100 %
+///      is refused (SwapVenueCostTooHigh).
 contract SwapVenue is ISwapVenue, Ownable, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using Math for uint256;
@@ -80,6 +81,9 @@ contract SwapVenue is ISwapVenue, Ownable, ReentrancyGuard {
         uint256 price = Oracle.strictWad(AggregatorV3Interface(l.feed), l.feedDecimals, maxPriceAge);
         uint256 valueUsd = buy ? Oracle.toWad(amountIn, usdcDecimals) : amountIn.mulDiv(price, 10 ** l.tokenDecimals);
         impactBps = Math.min(valueUsd.mulDiv(BPS, l.depthUsd, Math.Rounding.Ceil), MAX_IMPACT_BPS);
+        // A fee above 100 % − MAX_IMPACT_BPS can meet an impact that takes the rest: refuse it by
+        // name rather than underflow.
+        if (feeBps + impactBps >= BPS) revert SwapVenueCostTooHigh(feeBps, impactBps);
         uint256 netUsd = valueUsd.mulDiv(BPS - feeBps - impactBps, BPS);
         amountOut = buy ? netUsd.mulDiv(10 ** l.tokenDecimals, price) : netUsd.mulDiv(10 ** usdcDecimals, 1e18);
     }

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from keeper.chain.convert import to_vault_state
-from keeper.chain.snapshot import VaultSnapshot, wad_to_float
-from keeper.report import ratio, snapshot_table, table, usd
+from keeper.chain.snapshot import VaultSnapshot
+from keeper.report import WAD, ratio, snapshot_table, table, usd
 from keeper.risk.health import portfolio_greeks
 from keeper.service import RISK_FREE_RATE, KeeperService
 
@@ -38,9 +38,11 @@ def status_text(service: KeeperService) -> str:
         name = next((n for n in (symbols.get(vault),) if n), "RiskVault")
         parts.append(snapshot_table(name, snap, symbols))
         parts.append(greeks_table(snap, symbols))
-        hwm = wad_to_float(snap.high_water_mark)
+        # The mark is WAD USDC units per share unit (shares carry the vault's decimals offset):
+        # shown as the NAV it implies for today's supply, which needs no share decimals.
+        hwm_nav = snap.high_water_mark * snap.total_supply // WAD
         parts.append(
-            f"share price high-water mark {hwm:.6f}; last keeper action at {snap.last_action_at}; "
+            f"high-water mark NAV {usd(hwm_nav)}; last keeper action at {snap.last_action_at}; "
             f"health {ratio(snap.health)} vs minimum {ratio(snap.mandate.min_health)}; "
             f"NAV {usd(snap.total_assets)}"
         )

@@ -14,7 +14,9 @@ const CONTRACTS = path.join(ROOT, 'contracts');
 const ABIS = path.join(ROOT, 'abis');
 const NODE_MODULES = path.join(ROOT, 'node_modules');
 // Contracts whose artifacts the keeper and the deploy script use.
-const TARGETS = ['TestToken', 'PriceFeed', 'LendingPool', 'SwapVenue', 'PerpMarket', 'OptionMarket', 'RiskVault'];
+const TARGETS = ['TestToken', 'PriceFeed', 'LendingPool', 'SwapVenue', 'PerpMarket', 'OptionMarket', 'RiskVault',
+  // Test only (tests/integration): never deployed by the keeper or the devnet.
+  'ReentrantToken'];
 const SETTINGS = {
   optimizer: { enabled: true, runs: 200 },
   viaIR: true,

@@ -52,6 +52,7 @@ interface IOptionMarket {
     function positionOf(address account, uint256 seriesId) external view returns (int256 size, uint256 collateral);
     function quote(uint256 seriesId, int256 sizeDelta) external view returns (uint256 premium);
     function markPrice(uint256 seriesId) external view returns (uint256 price, uint256 updatedAt);
+    function markFeedOf(uint256 seriesId) external view returns (address markFeed, uint256 expiry);
     function positionValue(address account, uint256 seriesId) external view returns (int256 valueUsd);
     function spreadBps() external view returns (uint256);
 }

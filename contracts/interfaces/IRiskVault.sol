@@ -108,6 +108,14 @@ interface IRiskVault {
     error VaultTooManyAssets(uint256 count);
     error VaultTooManySeries(uint256 count);
     error VaultEmptyAction();
+    /// @dev `token` is already listed, or is the vault's own asset (USDC): its idle balance
+    ///      would be counted twice in NAV.
+    error VaultDuplicateAsset(address token);
+    /// @dev maxPriceAge must lie in [1, `limit`] seconds.
+    error VaultInvalidMaxPriceAge(uint256 maxAge, uint256 limit);
+    /// @dev A keeper call trades `asset` in more than one leg of a kind where only one is allowed
+    ///      (a round trip: buy and sell, two sells, or two perp legs).
+    error VaultDuplicateLeg(address asset);
 
     // ---------------------------------------------------------------- events
     event MandateUpdated(Mandate oldMandate, Mandate newMandate);

@@ -9,6 +9,9 @@ interface ISwapVenue {
     error SwapVenueSlippage(uint256 amountOut, uint256 minOut);
     error SwapVenueInsufficientInventory(address token, uint256 available, uint256 requested);
     error SwapVenueInvalidConfig(uint256 feeBps, uint256 depthUsd);
+    /// @dev The fee plus the trade's price impact take the whole trade (≥ 100 %): nothing would be
+    ///      paid out, so the venue refuses to quote it.
+    error SwapVenueCostTooHigh(uint256 feeBps, uint256 impactBps);
 
     // ---------------------------------------------------------------- events
     event AssetListed(address indexed asset, address feed, uint256 depthUsd);

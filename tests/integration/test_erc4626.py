@@ -1,9 +1,10 @@
 """ERC-4626 on the vault: conversions round in the vault's favour, withdrawals are served from idle
 USDC only, deposits stop when paused or when prices are stale.
 
-OpenZeppelin's formulas with a zero decimals offset, checked here in Python integers:
-  previewDeposit(a) = ⌊a (S+1) / (A+1)⌋    previewMint(s)     = ⌈s (A+1) / (S+1)⌉
-  previewRedeem(s)  = ⌊s (A+1) / (S+1)⌋    previewWithdraw(a) = ⌈a (S+1) / (A+1)⌉
+OpenZeppelin's formulas with the vault's decimals offset of 6 (V = 10^6 virtual shares against
+one virtual asset unit), checked here in Python integers:
+  previewDeposit(a) = ⌊a (S+V) / (A+1)⌋    previewMint(s)     = ⌈s (A+1) / (S+V)⌉
+  previewRedeem(s)  = ⌊s (A+1) / (S+V)⌋    previewWithdraw(a) = ⌈a (S+V) / (A+1)⌉
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import pytest
 from tests.integration.conftest import ceil_div, expect_revert, one_event, send
 
 USDC = 10**6
+#: Virtual shares: 10 ** RiskVault.DECIMALS_OFFSET.
+V = 10**6
 ODD_ASSETS = (1, 7, 1_234_567_891, 98_765_432_109)
 ODD_SHARES = (1, 3, 777_777_777, 55_555_555_555)
 
@@ -30,11 +33,11 @@ def test_previews_round_in_the_vaults_favour(vault, market, num, den):
     assert A != S  # the share price is off 1:1, so rounding shows
     f = vault.functions
     for a in ODD_ASSETS:
-        assert f.previewDeposit(a).call() == a * (S + 1) // (A + 1) == f.convertToShares(a).call()
-        assert f.previewWithdraw(a).call() == ceil_div(a * (S + 1), A + 1)
+        assert f.previewDeposit(a).call() == a * (S + V) // (A + 1) == f.convertToShares(a).call()
+        assert f.previewWithdraw(a).call() == ceil_div(a * (S + V), A + 1)
     for s in ODD_SHARES:
-        assert f.previewMint(s).call() == ceil_div(s * (A + 1), S + 1)
-        assert f.previewRedeem(s).call() == s * (A + 1) // (S + 1) == f.convertToAssets(s).call()
+        assert f.previewMint(s).call() == ceil_div(s * (A + 1), S + V)
+        assert f.previewRedeem(s).call() == s * (A + 1) // (S + V) == f.convertToAssets(s).call()
     # round trips never create value for the caller
     for a in ODD_ASSETS[1:]:
         assert f.previewMint(f.previewDeposit(a).call()).call() <= a
@@ -49,10 +52,10 @@ def test_deposit_mints_floor_shares(vault, market, depositor):
     receipt = send(vault.functions.deposit(a, depositor), depositor)
     A_then = vault.functions.totalAssets().call(block_identifier=receipt["blockNumber"]) - a
     shares = vault.functions.balanceOf(depositor).call() - shares0
-    assert shares == a * (S + 1) // (A_then + 1)
+    assert shares == a * (S + V) // (A_then + 1)
     ev = one_event(vault, "Deposit", receipt)
     assert (ev.sender, ev.owner, ev.assets, ev.shares) == (depositor, depositor, a, shares)
-    assert shares * (A_then + 1) <= a * (S + 1)  # never more than the deposit is worth
+    assert shares * (A_then + 1) <= a * (S + V)  # never more than the deposit is worth
 
 
 def test_mint_pulls_ceil_assets(vault, market, depositor):
@@ -63,8 +66,8 @@ def test_mint_pulls_ceil_assets(vault, market, depositor):
     receipt = send(vault.functions.mint(s, depositor), depositor)
     paid = usdc0 - market.balance("USDC", depositor)
     A_then = vault.functions.totalAssets().call(block_identifier=receipt["blockNumber"]) - paid
-    assert paid == ceil_div(s * (A_then + 1), S + 1)
-    assert paid * (S + 1) >= s * (A_then + 1)
+    assert paid == ceil_div(s * (A_then + 1), S + V)
+    assert paid * (S + V) >= s * (A_then + 1)
 
 
 def test_withdraw_burns_ceil_shares(vault, market, depositor):
@@ -73,7 +76,7 @@ def test_withdraw_burns_ceil_shares(vault, market, depositor):
     receipt = send(vault.functions.withdraw(a, depositor, depositor), depositor)
     burned = S - vault.functions.totalSupply().call()
     A_then = vault.functions.totalAssets().call(block_identifier=receipt["blockNumber"]) + a
-    assert burned == ceil_div(a * (S + 1), A_then + 1)
+    assert burned == ceil_div(a * (S + V), A_then + 1)
     assert market.balance("USDC", depositor) == a
 
 
@@ -83,7 +86,7 @@ def test_redeem_pays_floor_assets(vault, market, depositor):
     receipt = send(vault.functions.redeem(s, depositor, depositor), depositor)
     got = market.balance("USDC", depositor)
     A_then = vault.functions.totalAssets().call(block_identifier=receipt["blockNumber"]) + got
-    assert got == s * (A_then + 1) // (S + 1)
+    assert got == s * (A_then + 1) // (S + V)
     assert vault.functions.totalSupply().call() == S - s
 
 
@@ -111,11 +114,11 @@ def test_withdrawals_are_limited_to_idle_usdc(vault, market, depositor):
     owned = vault.functions.previewRedeem(vault.functions.balanceOf(depositor).call()).call()
     assert 0 < idle < owned
     A, S = a_s(vault)
-    max_shares = idle * (S + 1) // (A + 1)
+    max_shares = idle * (S + V) // (A + 1)
     assert vault.functions.maxRedeem(depositor).call() == max_shares
     # OpenZeppelin 5.7 derives maxWithdraw from maxRedeem: previewRedeem(convertToShares(idle)),
     # floored twice, so it sits a unit or two under idle — never above it.
-    max_assets = max_shares * (A + 1) // (S + 1)
+    max_assets = max_shares * (A + 1) // (S + V)
     assert vault.functions.maxWithdraw(depositor).call() == min(max_assets, idle)
     assert idle - 2 <= max_assets <= idle
     with expect_revert("ERC4626ExceededMaxWithdraw") as r:
@@ -126,9 +129,9 @@ def test_withdrawals_are_limited_to_idle_usdc(vault, market, depositor):
         and idle - 2 <= r.args[2] <= idle
     )
     with expect_revert("ERC4626ExceededMaxRedeem") as r:
-        vault.functions.redeem(10**12, depositor, depositor).transact({"from": depositor})
+        vault.functions.redeem(10**12 * V, depositor, depositor).transact({"from": depositor})
     assert (
-        r.args[1] == 10**12 and abs(r.args[2] - max_shares) <= 100
+        r.args[1] == 10**12 * V and abs(r.args[2] - max_shares) <= 100 * V
     )  # NAV drifts a little per block
     send(vault.functions.withdraw(idle - 3, depositor, depositor), depositor)
     assert market.balance("USDC", vault.address) == 3

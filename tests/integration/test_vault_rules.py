@@ -110,7 +110,7 @@ MANDATE_BOUNDS = (
     (5, 0, WAD - 1),
     (6, 0, 10 * WAD),
     (7, 1, WAD),
-    (8, 1, 1_000),
+    (8, 1, 100),  # RiskVault.MAX_SLIPPAGE_BPS
 )
 
 
