@@ -14,6 +14,7 @@ scenario give the same blocks, decisions and metrics on any worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -360,9 +361,15 @@ def _mining_by_hand(world: World) -> Iterator[None]:
     world.pump.mine_each = lambda: world.chain.mine(1)
     try:
         yield
-    finally:
+    except BaseException:
+        # The replay is already failing (or interrupted, its chain perhaps gone): a cleanup
+        # request must not replace that error with its own ConnectionError.
         world.pump.mine_each = None
-        world.chain.set_automine(True)
+        with contextlib.suppress(Exception):
+            world.chain.set_automine(True)
+        raise
+    world.pump.mine_each = None
+    world.chain.set_automine(True)
 
 
 @contextmanager
@@ -375,9 +382,11 @@ def _mining_on_sleep(world: World, clock: SimClock) -> Iterator[None]:
     clock.on_sleep = lambda: world.chain.mine(1)
     try:
         yield
-    finally:
-        clock.on_sleep = None
-        world.chain.mine(1)  # whatever is still pending lands before anyone else moves
+    except BaseException:
+        clock.on_sleep = None  # failing already: no cleanup request (see `_mining_by_hand`)
+        raise
+    clock.on_sleep = None
+    world.chain.mine(1)  # whatever is still pending lands before anyone else moves
 
 
 __all__ = ["ORDERS", "START_TIMESTAMP", "SimClock", "World", "build_world", "chain_kind",

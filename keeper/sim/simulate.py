@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from keeper.errors import ConfigError
@@ -166,6 +169,10 @@ def simulate(req: SimRequest, stream: TextIO = sys.stderr) -> SimResult:
         progress.path_done(len(runs))
 
     def on_fail(failure: JobFailure) -> None:
+        if sigint.seen:
+            # A casualty of Ctrl-C (the chains got the signal too and may die first; a cleanup
+            # request then replaces the KeyboardInterrupt), not a failing path.
+            raise KeyboardInterrupt
         if req.rpc_url:
             failure = _masked(failure, req.rpc_url)
         result.failures.append(failure)
@@ -173,7 +180,9 @@ def simulate(req: SimRequest, stream: TextIO = sys.stderr) -> SimResult:
         logger.error("simulate: %s path %d failed: %s", failure.scenario, failure.path,
                      failure.error)
 
+    sigint = _SigintSeen()
     try:
+        sigint.install()
         if req.ray:
             run_ray(jobs, req.ray, _with_steps(on_job, progress), on_fail, num_cpus=req.workers)
         elif req.workers > 1:
@@ -182,12 +191,42 @@ def simulate(req: SimRequest, stream: TextIO = sys.stderr) -> SimResult:
             run_serial(jobs, progress.step, on_job, on_fail)
     except KeyboardInterrupt:
         result.interrupted = True
+    finally:
+        sigint.restore()
+    if result.interrupted or sigint.seen:
+        result.interrupted = True
         stream.write("\ninterrupted: writing what is done\n")
     result.seconds = time.monotonic() - started
     result.steps = sum(len(r.market) for r in result.runs)
     result.metrics = build_metrics(result.runs, _header(req, kind, result))
     write_outputs(req, result)
     return result
+
+
+class _SigintSeen:
+    """Remembers a Ctrl-C (and raises KeyboardInterrupt, as Python's own handler does), so that
+    what the interrupt broke is not reported as failed paths: in a terminal the chains get the
+    signal too, and one that dies first turns the run's next request into a ConnectionError."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return  # started in the background on purpose: leave it so
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _masked(failure: JobFailure, url: str) -> JobFailure:
