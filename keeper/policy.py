@@ -72,7 +72,7 @@ import numpy as np
 
 from keeper.errors import RiskInputError
 from keeper.risk.actions import Action, ActionKind, InputValue, Urgency
-from keeper.risk.assess import Assessment, HedgeAssessment, assess_book, assess_hedge
+from keeper.risk.assess import BPS, Assessment, HedgeAssessment, assess_book, assess_hedge
 from keeper.risk.book import pack
 from keeper.risk.forecast import MarketForecast, build_forecast
 from keeper.risk.params import PolicyParams
@@ -513,7 +513,7 @@ def _delta_cut(a: Assessment, r: Rows, v: int, costs: Costs) -> Action:
     net = sum(d * p for d, p in zip(r["net_delta"][v], price, strict=True))
     sold_usd = -sum(q * p for q, p in zip(r["delta_cut"][v], price, strict=True))
     cost = (costs.gas_price_usd_per_gas * costs.gas_units_rebalance
-            + sold_usd * (costs.swap_fee_bps + costs.swap_slippage_bps) * 1e-4)
+            + sold_usd * (costs.swap_fee_bps + costs.swap_slippage_bps) * BPS)
     return Action(
         kind=ActionKind.REBALANCE,
         vault=r["book.addresses"][v],
