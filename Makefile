@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: all install test test-unit test-integration demo compile gas bench bench-cycle bench-sim simulate lint clean
+.PHONY: all install test test-unit test-integration demo compile gas bench bench-cycle bench-sim bench-latency simulate lint clean
 
 all: test
 
@@ -58,6 +58,10 @@ simulate: install
 # Keeper-in-the-loop steps/s on anvil and the in-process chain, next to the raw chain rate.
 bench-sim: install
 	$(PY) scripts/bench.py sim
+
+# Oracle round → action mined on anvil at 1 s and 12 s blocks, head ticks vs interval (~6 min).
+bench-latency: install
+	$(PY) scripts/bench.py latency
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check keeper tests scripts

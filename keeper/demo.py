@@ -22,9 +22,10 @@ from keeper.devnet.local import local_chain
 from keeper.devnet.market import Market
 from keeper.devnet.service import build_local_service
 from keeper.devnet.tester import in_process_web3
+from keeper.inputs import RISK_FREE_RATE
 from keeper.report import ratio, table
 from keeper.risk.health import net_delta
-from keeper.service import RISK_FREE_RATE, KeeperService, TickReport
+from keeper.service import KeeperService, TickReport
 
 logger = logging.getLogger(__name__)
 

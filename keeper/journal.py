@@ -118,6 +118,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX transactions_intent ON transactions(intent_id);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE vault_faults (
+            vault TEXT PRIMARY KEY,
+            consecutive_failures INTEGER NOT NULL,
+            halted INTEGER NOT NULL,
+            last_error TEXT,
+            updated_at REAL NOT NULL
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -173,6 +185,15 @@ class TxRecord:
     gas_used: int | None
     effective_gas_price: Wei | None
     created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class VaultFault:
+    vault: str
+    consecutive_failures: int
+    halted: bool
+    last_error: str | None
     updated_at: float
 
 
@@ -626,7 +647,79 @@ class Journal:
             )
             self._require(cur.rowcount, f"intent {intent_id}")
 
+    def reopen_intent(self, intent_id: int, why: str) -> None:
+        """An intent recorded as included whose block was reorged away while a node still holds
+        its transaction: back to 'sent' (unfinished), every transaction 'pending' again and its
+        block forgotten — awaited like any transaction in flight. `why` is logged, masked."""
+        now = self._clock()
+        with self._write(f"reopen intent {intent_id}") as conn:
+            row = self._intent_row(conn, intent_id)
+            if row["status"] not in ("mined", "reverted"):
+                raise JournalError(
+                    f"journal: intent {intent_id} is {row['status']}, not included: not reopened"
+                )
+            conn.execute(
+                "UPDATE intents SET status = 'sent', outcome_json = NULL, updated_at = ?"
+                " WHERE id = ?",
+                (now, intent_id),
+            )
+            conn.execute(
+                "UPDATE transactions SET status = 'pending', block = NULL, gas_used = NULL,"
+                " effective_gas_price = NULL, updated_at = ? WHERE intent_id = ?"
+                " AND status IN ('mined', 'reverted', 'replaced')",
+                (now, intent_id),
+            )
+        logger.warning("journal: intent %d reopened: %s", intent_id, mask_text(why))
+
+    def record_vault_fault(
+        self, vault: str, consecutive_failures: int, halted: bool, last_error: str | None
+    ) -> None:
+        """A vault's failure count and halt, for `keeper status` (its error text masked)."""
+        shown = None if last_error is None else mask_text(last_error)
+        with self._write(f"record fault of {vault}") as conn:
+            conn.execute(
+                "INSERT INTO vault_faults (vault, consecutive_failures, halted, last_error,"
+                " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(vault) DO UPDATE SET"
+                " consecutive_failures = excluded.consecutive_failures,"
+                " halted = excluded.halted,"
+                " last_error = COALESCE(excluded.last_error, last_error),"
+                " updated_at = excluded.updated_at",
+                (vault, consecutive_failures, int(halted), shown, self._clock()),
+            )
+
+    def clear_halts(self) -> None:
+        """At start: a restarted keeper tries every vault again."""
+        with self._write("clear halts") as conn:
+            conn.execute(
+                "UPDATE vault_faults SET halted = 0, consecutive_failures = 0, updated_at = ?",
+                (self._clock(),),
+            )
+
+    def vault_faults(self) -> list[VaultFault]:
+        """Every vault with a failure on record, halted first."""
+        rows = self._read("SELECT * FROM vault_faults ORDER BY halted DESC, vault")
+        return [
+            VaultFault(
+                r["vault"],
+                r["consecutive_failures"],
+                bool(r["halted"]),
+                r["last_error"],
+                r["updated_at"],
+            )
+            for r in rows
+        ]
+
     # --- queries ---------------------------------------------------------------------------------
+
+    def included_since(self, block: int) -> list[IntentRecord]:
+        """Intents recorded as included ('mined', 'reverted') in block `block` or later, oldest
+        first: those a reorg of that depth could undo."""
+        return self._intents(
+            "SELECT * FROM intents WHERE status IN ('mined', 'reverted') AND id IN"
+            " (SELECT intent_id FROM transactions WHERE status IN ('mined', 'reverted')"
+            " AND block >= ?) ORDER BY id",
+            (block,),
+        )
 
     def unfinished_intents(self) -> list[IntentRecord]:
         """Intents that may have a transaction in flight ('pending', 'sent'), oldest first:

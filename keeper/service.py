@@ -1,33 +1,32 @@
 """Composition root and the cycle: tick = read → assess/decide → act, one at a time.
 
 `KeeperService` only reacts (pymaker's Lifecycle owns the loop): `start()` checks the chain and
-the vaults and reconciles journaled transactions; `tick()` runs one cycle. `run_scheduler()`
-owns the loop: an APScheduler interval job, never overlapping, coalesced, stopped cleanly by
-SIGINT/SIGTERM after the tick in flight.
+the vaults and reconciles journaled transactions; `tick()` runs one cycle. The loop, with its
+failure policy, is :mod:`keeper.scheduler`; the pure decision inputs are :mod:`keeper.inputs`.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from types import FrameType
 
 from eth_typing import ChecksumAddress
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 
-from keeper.chain.convert import nav_high_water_usd, to_mandate, to_vault_state
+from keeper.chain.convert import to_mandate, to_vault_state
 from keeper.chain.reader import PriceHistoryBook, SnapshotReader
+from keeper.chain.rpc_errors import read_failure
 from keeper.chain.snapshot import VaultSnapshot
 from keeper.clock import Clock
 from keeper.errors import KeeperError, StaleDataError
+from keeper.inputs import costs, market_view
 from keeper.journal import Journal
 from keeper.policy import decide_batch, settlements
-from keeper.risk.actions import Action, ActionKind, Urgency
-from keeper.risk.types import Costs, MarketView, histories_from
+from keeper.risk.actions import Action, ActionKind
+from keeper.risk.types import Costs, MarketView
 from keeper.tx.builder import build_call
 from keeper.tx.fees import fetch_fee_inputs
 from keeper.tx.sender import Outcome, Submitted, TxSender
@@ -36,10 +35,10 @@ logger = logging.getLogger(__name__)
 
 Snapshots = dict[ChecksumAddress, VaultSnapshot]
 
-#: Annualised risk-free rate for option greeks: the lending pool's USDC rate is the fair proxy.
-RISK_FREE_RATE = 0.05
-#: Expected swap price impact assumed by the cost model, bps (the venue's fee comes from chain).
-SWAP_IMPACT_BPS = 5.0
+#: Consecutive ticks in which one vault's read, decision or build fails before it is halted.
+HALT_AFTER = 3
+#: Extra head reads when a node answers a block behind one seen before (a lagging backend).
+HEAD_REREADS = 2
 #: Symbols whose price is the chain's native token price (gas is paid in it).
 NATIVE_SYMBOLS = ("WETH", "ETH")
 
@@ -53,6 +52,8 @@ class TickReport:
     actions: dict[ChecksumAddress, list[Action]] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     stale: list[ChecksumAddress] = field(default_factory=list)
+    #: Vaults whose read, decision or build failed this tick → what failed.
+    faults: dict[ChecksumAddress, str] = field(default_factory=dict)
     error: str | None = None
     eth_calls: int = 0
     seconds: float = 0.0
@@ -70,6 +71,7 @@ class KeeperService:
         max_staleness_s: int,
         tick_deadline_s: float,
         expected_chain_id: int | None = None,
+        halt_after: int = HALT_AFTER,
     ) -> None:
         self.w3 = w3
         self.vaults = list(vaults)
@@ -81,7 +83,16 @@ class KeeperService:
         self.max_staleness_s = max_staleness_s
         self.tick_deadline_s = tick_deadline_s
         self.expected_chain_id = expected_chain_id
+        self.halt_after = halt_after
+        #: Consecutive failed ticks per vault, and the vaults halted (vault → why).
+        self.failures: dict[ChecksumAddress, int] = {}
+        self.halted: dict[ChecksumAddress, str] = {}
+        self._faulted: dict[ChecksumAddress, str] = {}
+        #: Set by the scheduler's watchdog while the node's head does not move (epoch s).
+        self.head_stalled_since: float | None = None
         self.symbols: dict[ChecksumAddress, str] = {}
+        #: The newest block this process has seen (see `_read_head`).
+        self._head = 0
         self.feed_decimals: dict[ChecksumAddress, int] = {}
         self._lock = threading.Lock()
 
@@ -98,7 +109,9 @@ class KeeperService:
         block = int(self.w3.eth.block_number)
         snaps = self.reader.read(self.vaults, block)
         self._learn_metadata(list(snaps.values()), block)
-        outcomes = self.sender.reconcile()
+        self._head = block
+        self.journal.clear_halts()
+        outcomes = self.sender.reconcile(until=self.clock.now() + self.tick_deadline_s)
         for o in outcomes:
             logger.warning(
                 "reconciled at start: vault %s %s → %s %s",
@@ -155,6 +168,16 @@ class KeeperService:
         self._learn_metadata(list(snaps.values()), block)
         return snaps
 
+    @property
+    def last_block(self) -> int:
+        """The newest block a tick (or a receipt) has shown this process."""
+        return self._head
+
+    @property
+    def busy(self) -> bool:
+        """A tick is running."""
+        return self._lock.locked()
+
     # ------------------------------------------------------------------ tick
     def tick(self) -> TickReport:
         """One cycle. A KeeperError ends this tick (logged with context); anything else is a bug
@@ -167,9 +190,11 @@ class KeeperService:
         report = TickReport(block=-1)
         tick_id: int | None = None
         try:
-            report.block = int(self.w3.eth.block_number)
+            report.block = self._read_head()
             tick_id = self.journal.start_tick(report.block, int(self.w3.eth.chain_id))
+            self._faulted = {}
             self._tick(report, tick_id, started)
+            self._count_faults(report)
             self.journal.finish_tick(tick_id, "ok")
         except KeeperError as exc:
             report.error = str(exc)
@@ -182,11 +207,102 @@ class KeeperService:
             self._lock.release()
         return report
 
+    # ------------------------------------------------------------------ faults
+    def _vault_fault(self, vault: ChecksumAddress, stage: str, exc: BaseException) -> None:
+        """One vault's read, conversion, decision or build failed this tick: logged (with the
+        traceback when it is not a KeeperError — a bug, to be fixed) and counted; the other
+        vaults go on."""
+        first = vault not in self._faulted
+        self._faulted.setdefault(vault, f"{stage}: {type(exc).__name__}: {exc}")
+        if isinstance(exc, KeeperError):
+            logger.error("vault %s: %s failed: %s; skipped this tick", vault, stage, exc)
+        else:
+            logger.error(
+                "vault %s: %s failed (%s); skipped this tick",
+                vault,
+                stage,
+                type(exc).__name__,
+                exc_info=first,
+            )
+
+    def _count_faults(self, report: TickReport) -> None:
+        """Consecutive failed ticks per vault; at `halt_after` the vault is halted (no action
+        until restart, shown by `keeper status`). A clean tick resets the count."""
+        for vault in self.vaults:
+            if vault in self.halted:
+                continue
+            why = self._faulted.get(vault)
+            if why is None:
+                if self.failures.pop(vault, 0):
+                    self.journal.record_vault_fault(vault, 0, False, None)
+                continue
+            count = self.failures.get(vault, 0) + 1
+            self.failures[vault] = count
+            halt = count >= self.halt_after
+            if halt:
+                self.halted[vault] = f"{count} failed ticks in a row; last {why}"
+                logger.critical("vault %s halted: %s", vault, self.halted[vault])
+            self.journal.record_vault_fault(vault, count, halt, why)
+            report.faults[vault] = why
+
+    def _read_head(self) -> int:
+        """The block to read at: never behind one this process has already seen. A node that
+        answers an older head (a lagging backend behind a load balancer) is overruled — the
+        state at our high-water block is read instead — unless that block is gone (a reorg to
+        a shorter chain): then its head is taken, and the reorg check looks at what we mined."""
+        self._head = max(self._head, self.sender.seen_block)
+        head = int(self.w3.eth.block_number)
+        if head >= self._head:
+            self._head = head
+            return head
+        for _ in range(HEAD_REREADS):
+            head = max(head, int(self.w3.eth.block_number))
+        if head >= self._head:
+            self._head = head
+            return head
+        try:
+            self.w3.eth.get_block(self._head)
+        except BlockNotFound:
+            logger.warning(
+                "node head %d is behind block %d seen before, which it no longer has: "
+                "a reorg; re-reading from %d",
+                head,
+                self._head,
+                head,
+            )
+            self._head = head
+            self.sender.seen_block = min(self.sender.seen_block, head)
+            return head
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, f"block {self._head}") from None
+        logger.info(
+            "node answered head %d, behind %d seen before: reading at %d",
+            head,
+            self._head,
+            self._head,
+        )
+        return self._head
+
     def _tick(self, report: TickReport, tick_id: int, started: float) -> None:
+        self.sender.check_reorgs(report.block)
+        for o in self.sender.resume(until=self.clock.now()):
+            report.outcomes.append(o)
+            logger.info(
+                "vault %s: earlier %s → %s %s", o.vault, o.function, o.status, o.tx_hash or ""
+            )
         snaps = self.reader.read(self.vaults, report.block)
         report.snapshots = snaps
         if not snaps:
             raise StaleDataError(f"no vault could be read at block {report.block}")
+        for vault in self.vaults:
+            if vault not in snaps:
+                self._vault_fault(vault, "read", StaleDataError("snapshot() reverted"))
+            if vault in self.halted:
+                logger.error(
+                    "vault %s halted (%s): no action until the keeper is restarted",
+                    vault,
+                    self.halted[vault],
+                )
         self._learn_metadata(list(snaps.values()), report.block)
         latest = {
             a.price_feed: (a.price_round, self.feed_decimals.get(a.price_feed, 8))
@@ -214,7 +330,7 @@ class KeeperService:
         market = self._market_view(list(snaps.values()), now)
         costs = self._costs(list(snaps.values()))
 
-        def decide(some: Snapshots) -> dict[ChecksumAddress, list[Action]]:
+        def decide_all(some: Snapshots) -> dict[ChecksumAddress, list[Action]]:
             vs = list(some)
             decided = decide_batch(
                 [to_vault_state(some[v], self.symbols) for v in vs],
@@ -222,14 +338,34 @@ class KeeperService:
                 market,
                 costs,
             )
-            return dict(zip(vs, decided, strict=True))
+            out = {}
+            for v, risk_actions in zip(vs, decided, strict=True):
+                expired = [(o.series_id, o.expiry, o.size) for o in some[v].options]
+                out[v] = settlements(v, expired, some[v].timestamp) + risk_actions
+            return out
 
-        busy = {i.vault for i in self.journal.unfinished_intents()}
+        def decide(some: Snapshots) -> dict[ChecksumAddress, list[Action]]:
+            """All at once; if that fails, one vault at a time: a vault whose conversion or
+            decision fails is skipped (and counted), the others go on."""
+            try:
+                return decide_all(some)
+            except Exception as exc:  # isolated below, vault by vault; never swallowed there
+                if len(some) == 1:
+                    self._vault_fault(next(iter(some)), "decide", exc)
+                    return {}
+            out: dict[ChecksumAddress, list[Action]] = {}
+            for v, snap in some.items():
+                try:
+                    out.update(decide_all({v: snap}))
+                except Exception as exc:  # this vault's fault: counted, logged with its cause
+                    self._vault_fault(v, "decide", exc)
+            return out
+
+        busy = {i.vault for i in self.journal.unfinished_intents()}  # after `resume` above
         queues: dict[ChecksumAddress, list[Action]] = {}
-        for vault, risk_actions in decide(snaps).items():
+        active = {v: s for v, s in snaps.items() if v not in self.halted}
+        for vault, actions in decide(active).items():
             snap = snaps[vault]
-            expired = [(o.series_id, o.expiry, o.size) for o in snap.options]
-            actions = settlements(vault, expired, snap.timestamp) + risk_actions
             report.actions[vault] = actions
             if not actions:
                 logger.info(
@@ -282,15 +418,18 @@ class KeeperService:
                     if submitted.status != "dry_run":
                         queues.pop(vault, None)  # later actions assumed this one happened
             landed: list[ChecksumAddress] = []
-            for vault, sub in in_flight:
-                outcome = self.sender.confirm(sub)
+            confirmed = self.sender.confirm_all(
+                [sub for _, sub in in_flight], until=started + self.tick_deadline_s
+            )
+            for (vault, _), outcome in zip(in_flight, confirmed, strict=True):
                 report.outcomes.append(outcome)
                 if outcome.status != "mined":
                     queues.pop(vault, None)
                 elif vault in queues:
                     landed.append(vault)
             if landed:
-                fresh = self.reader.read(landed, int(self.w3.eth.block_number))
+                # At least the block our transactions are in (`_read_head`).
+                fresh = self.reader.read(landed, self._read_head())
                 snaps.update(fresh)
                 again = redecide(fresh)
                 for vault in landed:
@@ -324,87 +463,30 @@ class KeeperService:
             action.expected_cost_usd,
             dict(action.inputs),
         )
-        plan = build_call(action, snap, self.symbols)
+        try:
+            plan = build_call(action, snap, self.symbols)
+        except Exception as exc:  # this vault's fault: counted, logged with its cause
+            self._vault_fault(snap.vault, "build", exc)
+            return None
         if plan is None:
             return None
         return self.sender.submit(plan, action.urgency, decision_id)
 
     # ------------------------------------------------------------------ inputs
     def _market_view(self, snaps: list[VaultSnapshot], now: int) -> MarketView:
-        series: dict[str, tuple[list[float], list[float]]] = {}
-        for s in snaps:
-            for a in s.assets:
-                sym = self.symbols.get(a.token, a.token)
-                if sym not in series:
-                    series[sym] = self.history.series(a.price_feed)
-        return MarketView(
-            now=now,
-            risk_free_rate=RISK_FREE_RATE,
-            histories=histories_from({k: v for k, v in series.items() if len(v[0]) >= 2}),
-            max_staleness_s=self.max_staleness_s,
-            nav_high_water_usd={s.vault: nav_high_water_usd(s) for s in snaps},
-        )
+        feeds = {a.price_feed for s in snaps for a in s.assets}
+        series = {f: self.history.series(f) for f in feeds}
+        return market_view(snaps, self.symbols, series, now, self.max_staleness_s)
 
     def _costs(self, snaps: list[VaultSnapshot]) -> Costs:
-        inputs = fetch_fee_inputs(self.w3)
-        tip = (
-            inputs.priority_samples[len(inputs.priority_samples) // 2]
-            if inputs.priority_samples
-            else (inputs.fallback_priority or 0)
-        )
-        native = next(
-            (
-                a.price / 1e18
-                for s in snaps
-                for a in s.assets
-                if self.symbols.get(a.token) in NATIVE_SYMBOLS
-            ),
-            0.0,
-        )
-        first = snaps[0]
-        critical_cap = self.sender.fee_policy.cap_for(Urgency.CRITICAL)
-        return Costs(
-            gas_price_usd_per_gas=(inputs.base_fee + tip) / 1e18 * native,
-            critical_gas_price_usd_per_gas=critical_cap / 1e18 * native,
-            swap_fee_bps=float(first.swap_fee_bps),
-            swap_slippage_bps=SWAP_IMPACT_BPS,
-            perp_fee_bps=float(first.perp_fee_bps),
-        )
+        return costs(snaps, self.symbols, fetch_fee_inputs(self.w3), self.sender.fee_policy)
 
 
 def _ratio(value: int) -> float:
     return float("inf") if value >= 2**255 else value / 1e18
 
 
-def run_scheduler(
-    service: KeeperService, interval_s: float, on_stop: list[object] | None = None
-) -> int:
-    """Run `service.tick` every `interval_s` until SIGINT/SIGTERM; finish the tick in flight,
-    then return 0. Ticks never overlap (max_instances=1) and missed runs coalesce into one."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
-    scheduler = BlockingScheduler(
-        job_defaults={
-            "coalesce": True,
-            "max_instances": 1,
-            "misfire_grace_time": max(1, int(interval_s)),
-        }
-    )
-    scheduler.add_job(
-        service.tick, "interval", seconds=interval_s, id="tick", next_run_time=datetime.now(UTC)
-    )
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal %d: finishing the tick in flight, then stopping", signum)
-        scheduler.shutdown(wait=True)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    logger.info("keeper running: %d vaults, every %.1fs", len(service.vaults), interval_s)
-    scheduler.start()
-    service.journal.close()
-    logger.info("keeper stopped cleanly")
-    return 0
-
+# Re-exported until every caller imports it from keeper.scheduler.
+from keeper.scheduler import run_scheduler  # noqa: E402
 
 __all__ = ["KeeperService", "TickReport", "run_scheduler"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from keeper.chain.convert import to_vault_state
 from keeper.chain.snapshot import VaultSnapshot
+from keeper.inputs import RISK_FREE_RATE
 from keeper.report import WAD, ratio, snapshot_table, table, usd
 from keeper.risk.health import portfolio_greeks
-from keeper.service import RISK_FREE_RATE, KeeperService
+from keeper.service import KeeperService
 
 
 def greeks_table(snap: VaultSnapshot, symbols: dict[str, str]) -> str:

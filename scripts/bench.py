@@ -4,6 +4,7 @@
     python scripts/bench.py risk [--options N] [--vaults N] [--repeat N]
     python scripts/bench.py cycle [--sizes 1,10,100,500 | --quick] [--repeat N] [--history N]
     python scripts/bench.py sim [--chains anvil,tester] [--steps N]   (see scripts/bench_sim.py)
+    python scripts/bench.py latency [--block-times 1,12] [--trials N]   (scripts/bench_latency.py)
 
 ``risk``: Black–Scholes greeks for N options, vectorised vs a plain per-element Python loop
 (``math`` module, same formulas) on a slice, extrapolated per element; then one full
@@ -611,6 +612,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scripts.bench_sim import add_sim
 
     add_sim(sub)
+    from scripts.bench_latency import add_latency
+
+    add_latency(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

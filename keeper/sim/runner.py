@@ -39,8 +39,9 @@ from keeper.devnet.market import WARMUP_HOURLY_VOL
 from keeper.devnet.service import build_local_service
 from keeper.devnet.tester import in_process_web3
 from keeper.errors import ChainReadError, ConfigError
+from keeper.inputs import RISK_FREE_RATE
 from keeper.risk.health import net_delta
-from keeper.service import RISK_FREE_RATE, KeeperService
+from keeper.service import KeeperService
 from keeper.sim.actors import Liquidator, liquidatable
 from keeper.sim.driver import MarketDriver, TxPump
 from keeper.sim.policies import make_policy
@@ -257,7 +258,8 @@ def _instrument(service: KeeperService, watch: Stopwatch) -> None:
     """The policy's own reads and sends; what is left of its time is deciding (and fee reads)."""
     watch.wrap(service.reader, "read", "read")
     watch.wrap(service.sender, "submit", "send")
-    watch.wrap(service.sender, "confirm", "send")
+    watch.wrap(service.sender, "confirm_all", "send")
+    watch.wrap(service.sender, "resume", "send")
 
 
 # ---------------------------------------------------------------------------- one path

@@ -279,7 +279,9 @@ def check_fee_cap(inputs: FeeInputs, urgency: Urgency, policy: FeePolicy) -> Non
         raise FeeCapTooLow(urgency, inputs.base_fee, cap, policy.priority_fee_min)
 
 
-def _suggest(inputs: FeeInputs, urgency: Urgency, policy: FeePolicy) -> Fees:
+def expected_tip(inputs: FeeInputs, urgency: Urgency, policy: FeePolicy) -> int:
+    """The priority fee the first offer for `urgency` carries (wei per gas): the one tip
+    estimate, used by the sender and by the cost model alike."""
     lo, hi = policy.priority_fee_min, policy.priority_fee_max
     paid = [s for s in inputs.priority_samples if s > 0]
     if paid:
@@ -288,7 +290,11 @@ def _suggest(inputs: FeeInputs, urgency: Urgency, policy: FeePolicy) -> Fees:
         raw = inputs.fallback_priority
     else:
         raw = lo
-    tip = _clamp(_ceil_mul(_clamp(raw, lo, hi), TIP_FACTOR[urgency]), lo, hi)
+    return _clamp(_ceil_mul(_clamp(raw, lo, hi), TIP_FACTOR[urgency]), lo, hi)
+
+
+def _suggest(inputs: FeeInputs, urgency: Urgency, policy: FeePolicy) -> Fees:
+    tip = expected_tip(inputs, urgency, policy)
     max_fee = min(inputs.base_fee * BASE_FEE_HEADROOM[urgency] + tip, policy.cap_for(urgency))
     return Fees(Wei(max_fee), Wei(min(tip, max_fee)))
 
@@ -437,6 +443,7 @@ __all__ = [
     "bump_fees",
     "bump_schedule",
     "check_fee_cap",
+    "expected_tip",
     "fetch_fee_inputs",
     "gwei",
     "next_base_fee",

@@ -158,6 +158,33 @@ class NonceManager:
             if self._next is not None and self._next <= nonce:
                 self._next = nonce + 1
 
+    def reopen(self, nonce: int) -> None:
+        """`nonce` is free again: the block that counted our transaction at it was reorged
+        away and no node knows the transaction any more. At the top it rolls ``next`` back;
+        below a nonce still in flight it becomes a gap (the next :meth:`allocate` takes it)."""
+        with self._lock:
+            if self._next is None:
+                raise NonceError(f"nonce of {self.address}: reopen before sync()")
+            self._chain_count = min(self._chain_count, nonce)
+            self._in_flight.discard(nonce)
+            if nonce >= self._next:
+                return
+            if not any(n > nonce for n in self._in_flight) and not any(
+                n > nonce for n in self._gaps
+            ):
+                # Nothing of ours above it is in flight: every nonce from it up is free.
+                self._gaps = {n for n in self._gaps if n < nonce}
+                self._next = nonce
+            else:
+                self._gaps.add(nonce)
+            logger.warning(
+                "nonce of %s: %d reopened after a reorg (next %d, gaps %s)",
+                self.address,
+                nonce,
+                self._next,
+                sorted(self._gaps),
+            )
+
     def resync_on_evidence(self, reason: str) -> int:
         """Re-read the chain's count after evidence that the local view is wrong (a "nonce too
         low" refusal, a restart reconciliation, a dropped transaction); returns the next nonce.

@@ -37,7 +37,7 @@ from keeper.chain.errors import describe_revert
 from keeper.chain.rpc_errors import RpcErrorKind, RpcFault, classify, read_failure
 from keeper.clock import Clock
 from keeper.errors import ChainReadError, TransactionTimeout
-from keeper.journal import IntentStatus, Journal, JournalError
+from keeper.journal import IntentRecord, IntentStatus, Journal, JournalError
 from keeper.risk.actions import Urgency
 from keeper.tx.builder import CallPlan
 from keeper.tx.fees import (
@@ -59,6 +59,9 @@ RECEIPT_POLL_MIN_S = 0.05
 RECEIPT_POLL_MAX_S = 1.0
 #: Identical first signatures tried with a gas limit one higher, at most (see _sign_and_record).
 MAX_GAS_NUDGES = 256
+#: Blocks within which an included action is checked again for a reorg every tick (Ethereum
+#: mainnet finalizes after two epochs, 64 slots).
+REORG_DEPTH = 64
 #: Broadcast answers after which the transaction may be out there: keep the nonce, confirm.
 _DOUBTFUL = (RpcErrorKind.MAYBE_SENT, RpcErrorKind.UNKNOWN)
 
@@ -73,7 +76,9 @@ class SendPolicy:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one action ended: 'mined', 'reverted', 'simulation_reverted', 'deferred', 'dry_run',
-    'timeout' or 'failed'; with the last transaction's hash and the numbers that matter."""
+    'timeout' (out of replacements, still in flight), 'pending' (still in flight at the tick
+    deadline; a later tick resumes it) or 'failed'; with the last transaction's hash and the
+    numbers that matter."""
 
     status: str
     vault: str
@@ -108,6 +113,27 @@ class Submitted:
     doubtful: bool = False
 
 
+@dataclass(slots=True)
+class _Flight:
+    """One nonce being awaited and its replacement schedule. It outlives a tick: a wave that
+    reaches the tick deadline leaves it here, and the next tick's `resume` goes on from where
+    it stopped (the same hashes, fees, rounds and replacement time), never from scratch."""
+
+    p: _Pending
+    fees: Fees
+    hashes: list[str]
+    replace_at: float
+    #: No node has acknowledged the latest broadcast: rebroadcast it at every poll.
+    doubtful: bool = False
+    #: No node ever took any transaction of this nonce (see `_confirm_step`).
+    never_acknowledged: bool = False
+    rounds: int = 0
+    replacements: int = 0
+    #: Why no more replacements are made ("fee cap reached", ...), once that is so: it is then
+    #: only polled, and rebroadcast once per timeout in case a node lost it.
+    exhausted: str | None = None
+
+
 class TxSender:
     """Sends vault calls for one signer; owns nothing it is not given (the root wires it)."""
 
@@ -132,6 +158,11 @@ class TxSender:
         self.clock = clock
         self._vault_abi = load_artifact("RiskVault").abi
         self._chain_id = int(w3.eth.chain_id)
+        #: The newest block holding a receipt this process recorded: the chain is at least
+        #: there, whatever head a lagging node answers.
+        self.seen_block = 0
+        #: Intent id → the flight this process awaits (see `resume`).
+        self._flights: dict[int, _Flight] = {}
 
     # ------------------------------------------------------------------ public
     def execute(self, plan: CallPlan, urgency: Urgency, decision_id: int | None = None) -> Outcome:
@@ -241,69 +272,200 @@ class TxSender:
             return used if used is not None else Submitted(pending, fees, [tx_hash])
         return self._refused(pending, tx_hash, fault)
 
-    def confirm(self, submitted: Submitted) -> Outcome:
-        """Wait for a submitted transaction; replace it with bumped fees when stuck."""
-        doubt = submitted.doubtful  # this process broadcast it; no node acknowledged it yet
-        return self._confirm(submitted.pending, submitted.fees, submitted.hashes, doubt, doubt)
+    def confirm(self, submitted: Submitted, until: float | None = None) -> Outcome:
+        """Wait for a submitted transaction; replace it with bumped fees when stuck. With
+        `until` (a clock time), return a 'pending' Outcome at that time: the transaction stays
+        journaled and in flight, and a later `resume` goes on with its schedule."""
+        return self.confirm_all([submitted], until)[0]
 
-    def reconcile(self) -> list[Outcome]:
+    def confirm_all(self, submitted: list[Submitted], until: float | None = None) -> list[Outcome]:
+        """Await several submitted transactions together (one poll loop, not one after the
+        other: a stuck one never holds back another's receipt), in the order given."""
+        flights = [self._flight_of(s) for s in submitted]
+        by_intent = self._await(flights, until)
+        return [by_intent[f.p.intent_id] for f in flights]
+
+    def resume(self, until: float | None = None) -> list[Outcome]:
+        """Go on with every journaled intent still in flight: those this process sent (their
+        replacement schedule goes on where it stopped) and, the first time, those an earlier
+        process left (settled as in :meth:`reconcile`). Polls until each ends or `until`
+        (None: until each ends or runs out of replacements). Returns the outcomes of those that
+        ended or timed out now; one still in flight is not reported. Never sends a new action."""
+        flights: list[_Flight] = []
+        outcomes: list[Outcome] = []
+        for intent in self.journal.unfinished_intents():
+            known = self._flights.get(intent.id)
+            if known is not None:
+                flights.append(known)
+                continue
+            found = self._adopt(intent)
+            if isinstance(found, Outcome):
+                outcomes.append(found)
+            elif found is not None:
+                flights.append(found)
+        ended = self._await(flights, until)
+        outcomes.extend(o for o in ended.values() if o.status != "pending")
+        return outcomes
+
+    def reconcile(self, until: float | None = None) -> list[Outcome]:
         """Before sending anything new after a (re)start: settle every journaled intent that was
         sent but not finished. Mined → recorded; still pending → rebroadcast and awaited (with
-        replacement); its nonce consumed by something else → recorded as dropped. Never sends a
-        new action."""
-        outcomes = []
-        for intent in self.journal.unfinished_intents():
-            if not intent.transactions or intent.nonce is None:
-                self.journal.finish_intent(intent.id, "failed", {"error": "never broadcast"})
+        replacement) until it ends or `until`; its nonce consumed by something else → recorded
+        as dropped. Never sends a new action."""
+        return self.resume(until)
+
+    def check_reorgs(self, head: int, depth: int = REORG_DEPTH) -> list[str]:
+        """Look again at every intent recorded as included within `depth` blocks of `head`
+        (or above it: a head that went back). One whose receipt the node no longer has was
+        reorged out: if a node still holds its transaction it is reopened and awaited (the
+        same signed bytes, nothing new signed); if none does, it ends 'dropped' and its nonce
+        is free again — the vault is decided afresh from the new chain, never blindly re-sent,
+        and the fresh action takes that very nonce, so the old one and the new can never both
+        be mined. Returns the vaults affected."""
+        affected: list[str] = []
+        for intent in self.journal.included_since(max(0, head - depth)):
+            included = [t for t in intent.transactions if t.status in ("mined", "reverted")]
+            hashes = [t.tx_hash for t in included]
+            if not hashes or self._any_receipt(hashes) is not None:
                 continue
-            hashes = [t.tx_hash for t in intent.transactions]
-            latest = intent.transactions[-1]
-            pending = _Pending(
-                intent.id,
-                intent.vault,
-                intent.kind,
-                self._unsigned(
-                    intent.to_address, HexBytes(intent.calldata), latest.gas_limit, intent.nonce
-                ),
-                Urgency.HIGH,
+            nonce = intent.nonce
+            why = f"block {included[0].block} of {intent.kind} {hashes[0]} reorged away"
+            if self._find_own(hashes):
+                self.journal.reopen_intent(intent.id, why)
+                self._flights.pop(intent.id, None)  # adopted afresh by the next `resume`
+                logger.warning(
+                    "vault %s: %s; still known to the node: awaiting it again", intent.vault, why
+                )
+            else:
+                for t in intent.transactions:
+                    self.journal.mark_transaction(t.tx_hash, "dropped")
+                self.journal.finish_intent(intent.id, "dropped", {"error": why})
+                if self.nonces is not None and nonce is not None:
+                    self.nonces.reopen(nonce)
+                logger.warning(
+                    "vault %s: %s and unknown to the node: dropped; nonce %s free "
+                    "again, the vault is decided afresh",
+                    intent.vault,
+                    why,
+                    nonce,
+                )
+            affected.append(intent.vault)
+        return affected
+
+    @property
+    def in_flight(self) -> dict[int, str]:
+        """Intent id → vault of every transaction this process is awaiting."""
+        return {i: f.p.vault for i, f in self._flights.items()}
+
+    def _adopt(self, intent: IntentRecord) -> _Flight | Outcome | None:
+        """An unfinished intent this process did not send (an earlier process did): its
+        outcome if it can be settled at once, else a flight to await (rebroadcast first)."""
+        if not intent.transactions or intent.nonce is None:
+            self.journal.finish_intent(intent.id, "failed", {"error": "never broadcast"})
+            return None
+        hashes = [t.tx_hash for t in intent.transactions]
+        latest = intent.transactions[-1]
+        pending = _Pending(
+            intent.id,
+            intent.vault,
+            intent.kind,
+            self._unsigned(
+                intent.to_address, HexBytes(intent.calldata), latest.gas_limit, intent.nonce
+            ),
+            Urgency.HIGH,
+        )
+        fees = Fees(latest.max_fee_per_gas, latest.max_priority_fee_per_gas)
+        flight = _Flight(pending, fees, hashes, self.clock.now() + self.policy.tx_timeout_s)
+        receipt = self._any_receipt(hashes)
+        if receipt is not None:
+            return self._record_receipt(pending, receipt, 0, None)
+        try:
+            count = int(self.w3.eth.get_transaction_count(self.address, "latest"))
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, f"transaction count of {self.address}") from None
+        if count > intent.nonce:
+            used = RpcFault(RpcErrorKind.NONCE_TOO_LOW, f"chain count {count} is past it")
+            dropped = self._settle_used_nonce(pending, hashes, fees, 0, used)
+            if dropped is not None:
+                return dropped
+            return self._register(flight)
+        logger.warning(
+            "intent %d (vault %s %s) still pending from an earlier run: rebroadcasting %s",
+            intent.id,
+            intent.vault,
+            intent.kind,
+            latest.tx_hash,
+        )
+        fault = self._broadcast(HexBytes(latest.raw_tx))
+        if fault is not None and fault.kind is RpcErrorKind.NONCE_TOO_LOW:
+            dropped = self._settle_used_nonce(pending, hashes, fees, 0, fault)
+            if dropped is not None:
+                return dropped
+        elif fault is not None and fault.kind is RpcErrorKind.DEFINITE_REFUSAL:
+            # Others may still hold it (it was acknowledged before the restart): wait for
+            # it, and replace it with higher fees at the deadline (the usual refusal here
+            # is a base fee that rose above its max fee).
+            logger.warning("rebroadcast of %s refused: %s", latest.tx_hash, fault.reason)
+        flight.doubtful = fault is not None and fault.kind in _DOUBTFUL
+        return self._register(flight)
+
+    def _flight_of(self, submitted: Submitted) -> _Flight:
+        known = self._flights.get(submitted.pending.intent_id)
+        if known is not None:
+            return known
+        doubt = submitted.doubtful  # this process broadcast it; no node acknowledged it yet
+        return self._register(
+            _Flight(
+                submitted.pending,
+                submitted.fees,
+                submitted.hashes,
+                self.clock.now() + self.policy.tx_timeout_s,
+                doubtful=doubt,
+                never_acknowledged=doubt,
             )
-            fees = Fees(latest.max_fee_per_gas, latest.max_priority_fee_per_gas)
-            receipt = self._any_receipt(hashes)
-            if receipt is not None:
-                outcomes.append(self._record_receipt(pending, receipt, 0, None))
-                continue
-            try:
-                count = int(self.w3.eth.get_transaction_count(self.address, "latest"))
-            except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
-                raise read_failure(exc, f"transaction count of {self.address}") from None
-            if count > intent.nonce:
-                used = RpcFault(RpcErrorKind.NONCE_TOO_LOW, f"chain count {count} is past it")
-                dropped = self._settle_used_nonce(pending, hashes, fees, 0, used)
-                if dropped is not None:
-                    outcomes.append(dropped)
+        )
+
+    def _register(self, flight: _Flight) -> _Flight:
+        self._flights[flight.p.intent_id] = flight
+        return flight
+
+    def _await(self, flights: list[_Flight], until: float | None) -> dict[int, Outcome]:
+        """Poll `flights` together until each ends, runs out of replacements, or `until`.
+        Ended ones leave `_flights`; timed-out ones stay (polled again by `resume`)."""
+        outcomes: dict[int, Outcome] = {}
+        live = list(flights)
+        #: Out of replacements already: polled once here (a receipt, a due rebroadcast).
+        once = {f.p.intent_id for f in flights if f.exhausted is not None}
+        poll = RECEIPT_POLL_MIN_S
+        while live:
+            for f in list(live):
+                ended = self._confirm_step(f)
+                if ended is None:
+                    if f.p.intent_id in once:
+                        live.remove(f)
                     continue
-                outcomes.append(self._confirm(pending, fees, hashes))
+                live.remove(f)
+                outcomes[f.p.intent_id] = ended
+                if ended.status != "timeout":
+                    self._flights.pop(f.p.intent_id, None)
+            now = self.clock.now()
+            if not live or (until is not None and now >= until):
+                break
+            nap = poll if until is None else min(poll, until - now)
+            self.clock.sleep(nap)
+            poll = min(2 * poll, RECEIPT_POLL_MAX_S)
+        for f in flights:
+            if f.p.intent_id in outcomes:
                 continue
-            logger.warning(
-                "intent %d (vault %s %s) still pending at restart: rebroadcasting %s",
-                intent.id,
-                intent.vault,
-                intent.kind,
-                latest.tx_hash,
+            outcomes[f.p.intent_id] = Outcome(
+                "pending",
+                f.p.vault,
+                f.p.function,
+                f.hashes[-1],
+                fees=f.fees,
+                replacements=f.replacements,
+                details={"nonce": int(f.p.tx["nonce"]), "replace_at": f.replace_at},
             )
-            fault = self._broadcast(HexBytes(latest.raw_tx))
-            if fault is not None and fault.kind is RpcErrorKind.NONCE_TOO_LOW:
-                dropped = self._settle_used_nonce(pending, hashes, fees, 0, fault)
-                if dropped is not None:
-                    outcomes.append(dropped)
-                    continue
-            elif fault is not None and fault.kind is RpcErrorKind.DEFINITE_REFUSAL:
-                # Others may still hold it (it was acknowledged before the restart): wait for
-                # it, and replace it with higher fees at the deadline (the usual refusal here
-                # is a base fee that rose above its max fee).
-                logger.warning("rebroadcast of %s refused: %s", latest.tx_hash, fault.reason)
-            doubtful = fault is not None and fault.kind in _DOUBTFUL
-            outcomes.append(self._confirm(pending, fees, hashes, doubtful))
         return outcomes
 
     # ------------------------------------------------------------------ internals
@@ -430,87 +592,79 @@ class TxSender:
             error=error,
         )
 
-    def _confirm(
-        self,
-        p: _Pending,
-        fees: Fees,
-        hashes: list[str],
-        doubtful: bool = False,
-        never_acknowledged: bool = False,
-    ) -> Outcome:
-        """Wait for a receipt of any of `hashes`; while `doubtful`, rebroadcast the latest at
-        every poll until a node acknowledges it; when stuck past the timeout, replace it with
-        bumped fees (same nonce), at most ``max_replacements`` times, never above the cap.
+    def _confirm_step(self, f: _Flight) -> Outcome | None:
+        """One poll of `f`, without waiting: its Outcome if it ended (or just ran out of
+        replacements: 'timeout', reported once), else None.
+
+        Looks for a receipt of any of its hashes; while `doubtful`, rebroadcasts the latest
+        until a node acknowledges it; past its replacement time, replaces it with bumped fees
+        (same nonce), at most ``max_replacements`` times, never above the cap.
 
         `never_acknowledged`: no node ever took this nonce's transaction (we broadcast it in
         this process, and every answer so far was a doubt). Only then does a definite refusal
         of a rebroadcast end the send and free the nonce."""
-        replacements = rounds = 0
-        deadline = self.clock.now() + self.policy.tx_timeout_s
-        poll = RECEIPT_POLL_MIN_S
-        while True:
-            receipt = self._any_receipt(hashes, tolerate=True)
-            if receipt is not None:
-                return self._record_receipt(p, receipt, replacements, fees)
-            if doubtful:
-                doubtful, ended = self._rebroadcast(p, hashes, fees, never_acknowledged)
-                never_acknowledged = never_acknowledged and doubtful
-                if ended is not None:
-                    return ended
-            if self.clock.now() < deadline:
-                self.clock.sleep(poll)
-                poll = min(2 * poll, RECEIPT_POLL_MAX_S)
-                continue
-            if rounds >= self.fee_policy.max_replacements:
-                return self._timed_out(p, fees, hashes, replacements, "replacement limit reached")
-            rounds += 1
-            deadline = self.clock.now() + self.policy.tx_timeout_s
-            poll = RECEIPT_POLL_MIN_S
-            try:
-                inputs = fetch_fee_inputs(self.w3)
-            except ChainReadError as exc:
-                if not exc.retryable:
-                    raise
-                # No replacement this round; the one out there may still be mined.
-                logger.warning(
-                    "vault %s: %s stuck; cannot price a replacement: %s", p.vault, hashes[-1], exc
-                )
-                doubtful = True  # rebroadcast it meanwhile: the node may have lost it
-                continue
-            bumped = bump_fees(fees, inputs, p.urgency, self.fee_policy)
-            if bumped is None:
-                return self._timed_out(p, fees, hashes, replacements, "fee cap reached")
-            replacements += 1
+        p = f.p
+        receipt = self._any_receipt(f.hashes, tolerate=True)
+        if receipt is not None:
+            return self._record_receipt(p, receipt, f.replacements, f.fees)
+        if f.doubtful:
+            f.doubtful, ended = self._rebroadcast(p, f.hashes, f.fees, f.never_acknowledged)
+            f.never_acknowledged = f.never_acknowledged and f.doubtful
+            if ended is not None:
+                return ended
+        if self.clock.now() < f.replace_at:
+            return None
+        f.replace_at = self.clock.now() + self.policy.tx_timeout_s
+        if f.exhausted is not None:
+            f.doubtful = True  # only rebroadcast it, once per timeout: a node may have lost it
+            return None
+        if f.rounds >= self.fee_policy.max_replacements:
+            return self._timed_out(f, "replacement limit reached")
+        f.rounds += 1
+        try:
+            inputs = fetch_fee_inputs(self.w3)
+        except ChainReadError as exc:
+            if not exc.retryable:
+                raise
+            # No replacement this round; the one out there may still be mined.
             logger.warning(
-                "vault %s: %s stuck; replacing nonce %d: max_fee %.3f → %.3f gwei, "
-                "tip %.3f → %.3f gwei",
-                p.vault,
-                hashes[-1],
-                p.tx["nonce"],
-                fees.max_fee_per_gas / 1e9,
-                bumped.max_fee_per_gas / 1e9,
-                fees.max_priority_fee_per_gas / 1e9,
-                bumped.max_priority_fee_per_gas / 1e9,
+                "vault %s: %s stuck; cannot price a replacement: %s", p.vault, f.hashes[-1], exc
             )
-            fees = bumped
-            never_acknowledged = False  # a replacement: an earlier one may be out there
-            _, tx_hash, raw = self._sign_and_record(p, fees)
-            fault = self._broadcast(raw)
-            if fault is None or fault.kind in _DOUBTFUL:
-                hashes.append(tx_hash)
-                doubtful = fault is not None
-                if fault is not None:
-                    self._log_doubt(p, tx_hash, fault)
-            elif fault.kind is RpcErrorKind.NONCE_TOO_LOW:
-                # Most often the previous one was mined meanwhile: look for ours by hash.
-                self.journal.mark_transaction(tx_hash, "dropped")
-                dropped = self._settle_used_nonce(p, hashes, fees, replacements, fault)
-                if dropped is not None:
-                    return dropped
-            else:
-                # The previous transaction stays out there, at its fees: keep waiting for it.
-                self.journal.mark_transaction(tx_hash, "dropped")
-                logger.warning("replacement %s not accepted: %s", tx_hash, fault.reason)
+            f.doubtful = True  # rebroadcast it meanwhile: the node may have lost it
+            return None
+        bumped = bump_fees(f.fees, inputs, p.urgency, self.fee_policy)
+        if bumped is None:
+            return self._timed_out(f, "fee cap reached")
+        f.replacements += 1
+        logger.warning(
+            "vault %s: %s stuck; replacing nonce %d: max_fee %.3f → %.3f gwei, "
+            "tip %.3f → %.3f gwei",
+            p.vault,
+            f.hashes[-1],
+            p.tx["nonce"],
+            f.fees.max_fee_per_gas / 1e9,
+            bumped.max_fee_per_gas / 1e9,
+            f.fees.max_priority_fee_per_gas / 1e9,
+            bumped.max_priority_fee_per_gas / 1e9,
+        )
+        f.fees = bumped
+        f.never_acknowledged = False  # a replacement: an earlier one may be out there
+        _, tx_hash, raw = self._sign_and_record(p, f.fees)
+        fault = self._broadcast(raw)
+        if fault is None or fault.kind in _DOUBTFUL:
+            f.hashes.append(tx_hash)
+            f.doubtful = fault is not None
+            if fault is not None:
+                self._log_doubt(p, tx_hash, fault)
+        elif fault.kind is RpcErrorKind.NONCE_TOO_LOW:
+            # Most often the previous one was mined meanwhile: look for ours by hash.
+            self.journal.mark_transaction(tx_hash, "dropped")
+            return self._settle_used_nonce(p, f.hashes, f.fees, f.replacements, fault)
+        else:
+            # The previous transaction stays out there, at its fees: keep waiting for it.
+            self.journal.mark_transaction(tx_hash, "dropped")
+            logger.warning("replacement %s not accepted: %s", tx_hash, fault.reason)
+        return None
 
     def _rebroadcast(
         self, p: _Pending, hashes: list[str], fees: Fees, never_acknowledged: bool
@@ -531,21 +685,22 @@ class TxSender:
         logger.warning("rebroadcast of %s refused: %s; waiting for it", hashes[-1], fault.reason)
         return False, None
 
-    def _timed_out(
-        self, p: _Pending, fees: Fees, hashes: list[str], replacements: int, why: str
-    ) -> Outcome:
+    def _timed_out(self, f: _Flight, why: str) -> Outcome:
+        """No more replacements for `f`: reported once; it stays journaled and in flight (a
+        later `resume` polls it and rebroadcasts it once per timeout)."""
+        f.exhausted = why
         err = TransactionTimeout(
-            f"vault {p.vault}: {p.function} {hashes[-1]} not mined after {replacements} "
-            f"replacements ({why}); left pending for reconciliation"
+            f"vault {f.p.vault}: {f.p.function} {f.hashes[-1]} not mined after "
+            f"{f.replacements} replacements ({why}); left pending, polled every tick"
         )
         logger.error("%s", err)
         return Outcome(
             "timeout",
-            p.vault,
-            p.function,
-            hashes[-1],
-            fees=fees,
-            replacements=replacements,
+            f.p.vault,
+            f.p.function,
+            f.hashes[-1],
+            fees=f.fees,
+            replacements=f.replacements,
             error=str(err),
         )
 
@@ -588,6 +743,7 @@ class TxSender:
     ) -> Outcome:
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         block, gas_used = int(receipt["blockNumber"]), int(receipt["gasUsed"])
+        self.seen_block = max(self.seen_block, block)
         price = int(receipt.get("effectiveGasPrice", 0))
         error = None
         if receipt["status"] == 1:
@@ -612,7 +768,17 @@ class TxSender:
         if self.nonces is not None:
             # Every transaction of an intent shares its nonce: no read needed to know it.
             self.nonces.confirm(int(p.tx["nonce"]))
-        return Outcome(status, p.vault, p.function, tx_hash, gas_used, fees, replacements, error)
+        return Outcome(
+            status,
+            p.vault,
+            p.function,
+            tx_hash,
+            gas_used,
+            fees,
+            replacements,
+            error,
+            details={"block": block},
+        )
 
     def _revert_reason(self, receipt: TxReceipt) -> str:
         try:

@@ -10,12 +10,19 @@ upstream node (anvil). A `plan` decides, per request, whether to inject a fault 
 - ``http_502`` / ``http_502_after``: a gateway's HTML 502, before or after forwarding;
 - ``html``: HTTP 200 with an HTML page; ``http_429``: rate limited;
 - ``header_not_found``: the JSON-RPC error a lagging node gives for a block it lacks;
-- ``delay``: answer after `delay_s` (past a short client timeout).
+- ``delay``: answer after `delay_s` (past a short client timeout);
+- ``reverted``: the JSON-RPC error of a call that reverted (a final answer, not a fault).
+
+Without an upstream it answers every request itself: ``eth_chainId`` with `chain_id`, anything
+else with ``"0x1"``. :meth:`FaultyRpc.stop` kills it for real (open keep-alive connections are
+closed too, so a client sees refused connections); :meth:`FaultyRpc.restart` serves again on
+the same port, so the same URL works again.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -35,6 +42,7 @@ FAULTS = (
     "http_429",
     "header_not_found",
     "delay",
+    "reverted",
 )
 #: What a misconfigured gateway sends instead of JSON.
 HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
@@ -47,35 +55,69 @@ class FaultyRpc:
     """The proxy; a context manager that always stops its server thread."""
 
     def __init__(
-        self, upstream: str | None, secret: str = "SECRETKEY123", delay_s: float = 1.5
+        self,
+        upstream: str | None,
+        secret: str = "SECRETKEY123",
+        delay_s: float = 1.5,
+        chain_id: int = 1,
     ) -> None:
         self.upstream = upstream
         self.path = f"/v3/{secret}"
         self.delay_s = delay_s
+        self.chain_id = chain_id
         self.plan: Plan = lambda method, n: None
         self.requests = 0
+        self.received: Counter[str] = Counter()  # method -> requests seen (faults included)
         self.injected: Counter[tuple[str, str]] = Counter()  # (fault, method) -> count
         self.forwarded: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
         self._session = requests.Session()
         self._session.trust_env = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        self._port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
+        self.running = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
+        return f"http://127.0.0.1:{self._port}{self.path}"
 
     def start(self) -> FaultyRpc:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        server = self._server  # a short poll: stop() returns in ~50 ms, not 0.5 s
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), daemon=True
+        )
         self._thread.start()
+        self.running = True
         return self
 
     def stop(self) -> None:
+        """Stop serving and close every open connection: the port refuses from now on."""
+        if not self.running:
+            return
+        self.running = False
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            connections, self._open = list(self._open), set()
+        for connection in connections:  # a handler waiting on a keep-alive connection
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._session.close()
+
+    def restart(self) -> FaultyRpc:
+        """Serve again on the same port (same URL), after :meth:`stop`."""
+        if self.running:
+            return self
+        self._session = requests.Session()
+        self._session.trust_env = False
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler())
+        self._server.daemon_threads = True
+        return self.start()
 
     def __enter__(self) -> FaultyRpc:
         return self.start()
@@ -104,6 +146,7 @@ class FaultyRpc:
         with self._lock:
             n = self.requests
             self.requests += 1
+            self.received[method] += 1
             fault = self.plan(method, n)
             if fault is not None:
                 self.injected[(fault, method)] += 1
@@ -112,7 +155,9 @@ class FaultyRpc:
     def _forward(self, body: bytes) -> bytes:
         if self.upstream is None:
             request = json.loads(body)
-            return json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": "0x1"}).encode()
+            result = hex(self.chain_id) if request.get("method") == "eth_chainId" else "0x1"
+            answer = {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
+            return json.dumps(answer).encode()
         answer = self._session.post(
             self.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30
         )
@@ -123,6 +168,16 @@ class FaultyRpc:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy._open.add(self.connection)
+
+            def finish(self) -> None:
+                with proxy._lock:
+                    proxy._open.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 return
@@ -166,6 +221,11 @@ class FaultyRpc:
                     return
                 if fault == "header_not_found":
                     error = {"code": -32000, "message": "header not found"}
+                    answer = {"jsonrpc": "2.0", "id": request_id, "error": error}
+                    self._answer(200, json.dumps(answer).encode())
+                    return
+                if fault == "reverted":
+                    error = {"code": 3, "message": "execution reverted", "data": "0x"}
                     answer = {"jsonrpc": "2.0", "id": request_id, "error": error}
                     self._answer(200, json.dumps(answer).encode())
                     return

@@ -12,9 +12,10 @@ import keeper.service as service_module
 from keeper.chain.abi import load_artifact
 from keeper.chain.convert import to_mandate, to_vault_state
 from keeper.devnet.market import Market
+from keeper.inputs import RISK_FREE_RATE
 from keeper.risk.actions import ActionKind
 from keeper.risk.health import net_delta
-from keeper.service import RISK_FREE_RATE, KeeperService
+from keeper.service import KeeperService
 from keeper.tx import fees as fees_module
 from tests.keeper.conftest import Env, move
 

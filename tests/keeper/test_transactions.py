@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from keeper.devnet.market import Market
 from keeper.service import KeeperService
+from keeper.tx.sender import Outcome
 from tests.keeper.conftest import Env, FakeClock, move
 
 GWEI = 10**9
@@ -19,6 +20,33 @@ def fee_steps(service: KeeperService, vault: str) -> list[tuple[int, int]]:
         i for i in service.journal.recent_intents(vault=vault) if i.kind in RISK_REDUCING
     ]
     return [(t.max_fee_per_gas, t.max_priority_fee_per_gas) for t in intent.transactions]
+
+
+def settle_in_later_ticks(
+    service: KeeperService,
+    clock: FakeClock,
+    vault: str,
+    function: str,
+    between: Callable[[FakeClock], None] | None = None,
+    ticks: int = 12,
+) -> tuple[Outcome, list[Outcome]]:
+    """Tick (the scheduler's interval passing between ticks, `between` run after each) until
+    `vault`'s transaction in flight ends; its outcome and every outcome of those ticks. While it
+    is in flight the vault gets nothing new; once it ends it comes first in its tick."""
+    every: list[Outcome] = []
+    for _ in range(ticks):
+        clock.t += service.tick_deadline_s
+        later = service.tick()
+        every.extend(later.outcomes)
+        if between is not None:
+            between(clock)
+        mine = [o for o in later.outcomes if o.vault == vault]
+        if not mine or mine[0].status == "pending":
+            assert mine == [] or [o.status for o in mine] == ["pending"]
+            continue
+        assert mine[0].function == function and mine[0].tx_hash is not None
+        return mine[0], every
+    raise AssertionError(f"{function} of {vault} still in flight after {ticks} ticks")
 
 
 def test_stuck_transaction_is_replaced_with_bumped_fees_under_the_cap(
@@ -41,7 +69,15 @@ def test_stuck_transaction_is_replaced_with_bumped_fees_under_the_cap(
 
     clock.on_sleep = mine_after_two_replacements
     report = service.tick()
-    (outcome,) = [o for o in report.outcomes if o.vault == balanced]
+    # Two timeouts (20 s) do not fit in one tick (deadline 0.8 × the poll interval): the tick
+    # ends with the transaction in flight, and the next ticks go on with its replacements.
+    (first,) = [o for o in report.outcomes if o.vault == balanced]
+    assert first.status == "pending" and service.tick_deadline_s < 20
+    outcome, every = settle_in_later_ticks(
+        service, clock, balanced, first.function, mine_after_two_replacements
+    )
+    every[:0] = report.outcomes
+    assert outcome is not None
     assert outcome.status == "mined" and outcome.replacements == 2
     steps = fee_steps(service, balanced)
     assert len(steps) == 3
@@ -49,9 +85,9 @@ def test_stuck_transaction_is_replaced_with_bumped_fees_under_the_cap(
     for (fee0, tip0), (fee1, tip1) in zip(steps, steps[1:], strict=False):
         assert fee1 * 1000 >= fee0 * 1125 and tip1 * 1000 >= tip0 * 1125  # ≥ 12.5 % each
         assert fee1 <= cap
-    # One nonce per mined action (the other vault's trades went out in the same waves);
-    # the two replacements consumed none.
-    mined_actions = [o for o in report.outcomes if o.status == "mined"]
+    # One nonce per mined action (the other vault's trades, and the vault's own follow-up once
+    # it was free); the two replacements consumed none.
+    mined_actions = [o for o in every if o.status == "mined"]
     assert env.nonce("latest") == start_nonce + len(mined_actions)
     mined = env.w3.eth.get_transaction(outcome.tx_hash)  # type: ignore[arg-type]
     assert mined["maxFeePerGas"] == steps[-1][0]
@@ -73,7 +109,9 @@ def test_replacement_stops_at_the_fee_cap(
     move(market, env, 0.65, 0.70)
     env.rpc("evm_setAutomine", False)
     report = service.tick()
-    (outcome,) = [o for o in report.outcomes if o.vault == balanced]
+    (first,) = [o for o in report.outcomes if o.vault == balanced]
+    assert first.status == "pending"  # the bumps to the cap take more than one tick
+    outcome, _ = settle_in_later_ticks(service, clock, balanced, first.function)
     assert outcome.status == "timeout"
     assert "fee cap reached" in (outcome.error or "")
     steps = fee_steps(service, balanced)
@@ -81,6 +119,14 @@ def test_replacement_stops_at_the_fee_cap(
     assert all(fee <= cap_gwei * GWEI and tip <= fee for fee, tip in steps)
     # The last affordable bump was taken before giving up: one more would pass the cap.
     assert steps[-1][0] * 1125 > cap_gwei * GWEI * 1000
+    # Out of replacements it stays in flight, polled every tick (before, only a restart settled
+    # it and the vault got nothing meanwhile): once a block comes, the next tick records it.
+    nonce = env.w3.eth.get_transaction(outcome.tx_hash)["nonce"]  # type: ignore[arg-type]
+    env.rpc("evm_mine")
+    settled, _ = settle_in_later_ticks(service, clock, balanced, first.function)
+    assert settled.status == "mined" and settled.tx_hash == outcome.tx_hash
+    (repay,) = [i for i in service.journal.recent_intents(vault=balanced) if i.nonce == nonce]
+    assert repay.status == "mined" and repay.kind == first.function
 
 
 def test_restart_with_a_transaction_in_flight_never_sends_twice(

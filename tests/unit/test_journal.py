@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 from hexbytes import HexBytes
 
-from keeper.journal import SCHEMA_VERSION, Journal, JournalError, decode_json, encode_json
+from keeper.journal import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Journal,
+    JournalError,
+    decode_json,
+    encode_json,
+)
 from keeper.risk.actions import ActionKind, Urgency
 
 VAULT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -76,7 +83,8 @@ def test_pragmas_and_schema_version(tmp_path: Path) -> None:
     Journal(path).close()  # reopening migrates nothing twice
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent, per file
-    assert raw.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    assert versions == [(1,), (2,)] and SCHEMA_VERSION == 2
     raw.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     raw.commit()
     raw.close()
@@ -278,3 +286,49 @@ def test_concurrent_writes_from_threads(tmp_path: Path) -> None:
     assert sorted(i.nonce or 0 for i in unfinished) == list(range(threads * per_thread))
     assert all(len(i.transactions) == 1 and i.transactions[0].nonce == i.nonce
                for i in unfinished)
+
+
+def test_a_version_1_journal_is_migrated_and_keeps_its_intents(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    raw = sqlite3.connect(path)  # what the released version 1 wrote: its DDL, one intent
+    raw.executescript(MIGRATIONS[0][1])
+    raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    raw.execute("INSERT INTO schema_version VALUES (1)")
+    raw.execute(
+        "INSERT INTO intents (vault, kind, calldata, to_address, value, status, created_at,"
+        " updated_at) VALUES (?, 'hedge', '0x01', ?, '0', 'pending', 1.0, 1.0)",
+        (VAULT, VAULT),
+    )
+    raw.commit()
+    raw.close()
+    with Journal(path) as j:
+        (intent,) = j.unfinished_intents()
+        assert (intent.kind, intent.calldata) == ("hedge", b"\x01")
+        assert j.vault_faults() == []  # the new table is there, empty
+        j.record_vault_fault(VAULT, 2, False, "decide: ValueError: price 0")
+        j.record_vault_fault(VAULT, 3, True, None)  # the last error is kept
+        (fault,) = j.vault_faults()
+        assert (fault.consecutive_failures, fault.halted, fault.last_error) == (
+            3, True, "decide: ValueError: price 0")
+        j.clear_halts()
+        assert [(f.halted, f.consecutive_failures) for f in j.vault_faults()] == [(False, 0)]
+
+
+def test_a_reorged_intent_is_reopened_with_its_transactions_pending(tmp_path: Path) -> None:
+    with Journal(tmp_path / "journal.sqlite") as j:
+        i = j.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+        j.attach_nonce(i, 7)
+        j.record_transaction(i, h(1), 7, 50, 5, 90_000, b"\x02a")
+        j.record_transaction(i, h(2), 7, 60, 6, 90_000, b"\x02b")
+        j.mark_transaction(h(2), "mined", block=120, gas_used=80_000)
+        j.finish_intent(i, "mined", {"block": 120})
+        assert [r.id for r in j.included_since(120)] == [i]
+        assert j.included_since(121) == []
+        j.reopen_intent(i, "block 120 reorged away")
+        (back,) = j.unfinished_intents()
+        assert (back.id, back.status, back.outcome) == (i, "sent", None)
+        assert [(t.status, t.block) for t in back.transactions] == [
+            ("pending", None), ("pending", None)]
+        assert j.included_since(0) == []
+        with pytest.raises(JournalError, match="not included"):
+            j.reopen_intent(i, "again")

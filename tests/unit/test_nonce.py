@@ -184,3 +184,26 @@ def test_for_account_on_the_in_process_chain() -> None:
     assert manager.allocate() == 0  # no re-read: the evidence has not arrived yet
     assert manager.resync_on_evidence("nonce too low") == 2
     assert manager.allocate() == 2
+
+
+def test_a_reorged_top_nonce_is_handed_out_again() -> None:
+    manager, _ = synced(10)
+    for _ in range(3):
+        manager.allocate()  # 10, 11, 12
+    for n in (10, 11, 12):
+        manager.confirm(n)  # mined ...
+    manager.reopen(11)  # ... then 11 and 12 reorged away, in any order
+    manager.reopen(12)
+    assert manager.next_nonce == 11 and manager.gaps == frozenset()
+    assert manager.allocate() == 11
+
+
+def test_a_reorged_nonce_below_one_in_flight_is_a_gap_filled_first() -> None:
+    manager, _ = synced(10)
+    assert [manager.allocate() for _ in range(3)] == [10, 11, 12]
+    manager.confirm(10)
+    manager.confirm(11)
+    manager.reopen(11)  # 12 is still out there, waiting for 11
+    assert manager.gaps == frozenset({11}) and manager.next_nonce == 13
+    assert manager.allocate() == 11
+    assert manager.allocate() == 13

@@ -1,0 +1,199 @@
+"""The loop around `KeeperService.tick`, with its failure policy.
+
+Ticks run on an APScheduler interval job (never overlapping, missed runs coalesced) and, with
+head polling on, as soon as a new block appears: a cheap `eth_blockNumber` every
+`head_poll_s` moves the next tick to now when the head is past the last tick's block, so the
+time from an oracle round to our action is about one block plus one tick instead of up to a
+whole interval. The same poll is the watchdog: a head that has not moved for `head_stall_s`
+is logged as stalled (once, and again when it moves) and shown by `service.head_stalled_since`
+— a node that stopped following the chain is the most common way a keeper goes idle.
+
+The failure boundary: a tick that raises anything but a KeeperError is a bug — the scheduler
+stops and `run_scheduler` returns EXIT_BUG (1), after logging it with its traceback; after
+`max_consecutive_failures` ticks in a row that ended in a KeeperError (an RPC down, a stale
+chain) it returns EXIT_FAILING (3), so a supervisor restarts it or pages someone. SIGINT and
+SIGTERM finish the tick in flight, then return 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from keeper.chain.rpc_errors import RpcErrorKind, classify
+
+if TYPE_CHECKING:
+    from keeper.service import KeeperService
+
+logger = logging.getLogger(__name__)
+
+#: Ticks in a row that may fail (a KeeperError) before `run_scheduler` gives up.
+MAX_CONSECUTIVE_FAILURES = 10
+#: Seconds between head polls (0: off, ticks on the interval only).
+HEAD_POLL_S = 1.0
+#: Seconds without a new head before the watchdog calls it stalled (ten 12 s blocks).
+HEAD_STALL_S = 120.0
+#: Exit codes: a bug (an exception that is not a KeeperError); too many failed ticks in a row.
+EXIT_BUG, EXIT_FAILING = 1, 3
+
+
+@dataclass
+class _Watch:
+    head: int = -1
+    moved_at: float = 0.0
+    failed: int = 0
+    exit: int = 0
+
+
+class KeeperLoop:
+    """`service` on a BlockingScheduler; `run()` blocks until stopped and returns the exit
+    code; `stop()` may be called from any thread."""
+
+    def __init__(
+        self,
+        service: KeeperService,
+        interval_s: float,
+        max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+        head_poll_s: float = HEAD_POLL_S,
+        head_stall_s: float = HEAD_STALL_S,
+    ) -> None:
+        self.service = service
+        self.interval_s = interval_s
+        self.max_consecutive_failures = max_consecutive_failures
+        self.head_poll_s = head_poll_s
+        self.head_stall_s = head_stall_s
+        self._watch = _Watch(moved_at=time.monotonic())
+        self.scheduler = BlockingScheduler(
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": max(1, int(interval_s)),
+            }
+        )
+        self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
+        self.scheduler.add_job(
+            self._tick, "interval", seconds=interval_s, id="tick", next_run_time=datetime.now(UTC)
+        )
+        if head_poll_s > 0:
+            self.scheduler.add_job(self._poll_head, "interval", seconds=head_poll_s, id="head")
+        # One line per job run at INFO would drown the keeper's own lines at 1 s head polls.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+    # ------------------------------------------------------------------ jobs
+    def _tick(self) -> None:
+        report = self.service.tick()
+        w = self._watch
+        w.failed = w.failed + 1 if report.error is not None else 0
+        if w.failed >= self.max_consecutive_failures and w.exit == 0:
+            logger.critical(
+                "%d ticks in a row failed (last: %s); stopping with exit code %d",
+                w.failed,
+                report.error,
+                EXIT_FAILING,
+            )
+            self._stop_with(EXIT_FAILING)
+
+    def _poll_head(self) -> None:
+        try:
+            head = int(self.service.w3.eth.block_number)
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            if classify(exc).kind is RpcErrorKind.NOT_RPC:
+                raise
+            logger.debug("head poll failed: %s", type(exc).__name__)
+            head = self._watch.head
+        now = time.monotonic()
+        w, service = self._watch, self.service
+        if head > w.head:
+            if service.head_stalled_since is not None:
+                logger.warning("head moving again: block %d", head)
+                service.head_stalled_since = None
+            w.head, w.moved_at = head, now
+            if head > service.last_block and not service.busy:
+                job = self.scheduler.get_job("tick")
+                if job is not None:
+                    job.modify(next_run_time=datetime.now(UTC))
+        elif service.head_stalled_since is None and now - w.moved_at > self.head_stall_s:
+            service.head_stalled_since = time.time() - (now - w.moved_at)
+            logger.error(
+                "head stalled: block %d for %.0fs (limit %.0fs); the node may have stopped "
+                "following the chain",
+                w.head,
+                now - w.moved_at,
+                self.head_stall_s,
+            )
+
+    def _on_error(self, event: JobExecutionEvent) -> None:
+        exc = event.exception
+        logger.critical(
+            "tick raised %s: a bug; stopping with exit code %d",
+            type(exc).__name__,
+            EXIT_BUG,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        self._stop_with(EXIT_BUG)
+
+    # ------------------------------------------------------------------ control
+    def _stop_with(self, code: int) -> None:
+        self._watch.exit = code
+        self.stop(wait=False)
+
+    def stop(self, wait: bool = True) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+
+    def run(self) -> int:
+        """Block until stopped; the exit code (0 after a signal or `stop()`)."""
+        if threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, _frame: FrameType | None) -> None:
+                logger.info("signal %d: finishing the tick in flight, then stopping", signum)
+                self.stop(wait=True)
+
+            signal.signal(signal.SIGINT, on_signal)
+            signal.signal(signal.SIGTERM, on_signal)
+        logger.info(
+            "keeper running: %d vaults, every %.1fs%s",
+            len(self.service.vaults),
+            self.interval_s,
+            f" and on every new head (polled every {self.head_poll_s:g}s)"
+            if self.head_poll_s > 0
+            else "",
+        )
+        self.scheduler.start()
+        self.service.journal.close()
+        if self._watch.exit == 0:
+            logger.info("keeper stopped cleanly")
+        return self._watch.exit
+
+
+def run_scheduler(
+    service: KeeperService,
+    interval_s: float,
+    max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+    head_poll_s: float = HEAD_POLL_S,
+    head_stall_s: float = HEAD_STALL_S,
+) -> int:
+    """Run the keeper until stopped (see the module docstring); its exit code."""
+    return KeeperLoop(
+        service, interval_s, max_consecutive_failures, head_poll_s, head_stall_s
+    ).run()
+
+
+__all__ = [
+    "EXIT_BUG",
+    "EXIT_FAILING",
+    "HEAD_POLL_S",
+    "HEAD_STALL_S",
+    "MAX_CONSECUTIVE_FAILURES",
+    "KeeperLoop",
+    "run_scheduler",
+]
