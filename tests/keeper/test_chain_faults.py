@@ -9,15 +9,21 @@ here sleeps: time is the FakeClock.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from keeper.chain.connect import connect
 from keeper.chain.retry import RetryPolicy
+from keeper.clock import SystemClock
 from keeper.devnet.market import Market
 from keeper.devnet.service import build_local_service
-from keeper.journal import IntentRecord
+from keeper.journal import IntentRecord, Journal
+from keeper.scheduler import KeeperLoop
 from keeper.service import KeeperService
 from tests.keeper.conftest import Env, FakeClock, move
 from tests.keeper.faulty_rpc import FaultyRpc
@@ -136,8 +142,11 @@ def test_a_lagging_node_never_makes_the_keeper_act_twice(
     fork = env.rpc("evm_snapshot")["result"]  # type: ignore[index]
 
     def run(w3_url: str | None, journal: str) -> tuple[Counter[tuple[str, str]], int]:
-        w3 = env.w3 if w3_url is None else connect(w3_url, 31337, retry=RetryPolicy(
-            sleep=clock.sleep, clock=clock.now))
+        w3 = (
+            env.w3
+            if w3_url is None
+            else connect(w3_url, 31337, retry=RetryPolicy(sleep=clock.sleep, clock=clock.now))
+        )
         service = build_local_service(w3, env.dep, tmp_path / journal, clock)
         service.start()
         start_nonce = env.nonce("latest")
@@ -158,3 +167,56 @@ def test_a_lagging_node_never_makes_the_keeper_act_twice(
         assert proxy.lagged >= TICKS // 2  # the lag was there, tick after tick
     assert any(kind in RISK_REDUCING for _, kind in reference)
     assert lagged == reference and sent_lagged == sent_direct
+
+
+#: The node outage of the chaos suite, seconds (wall clock: the keeper's real loop runs).
+OUTAGE_S = 20.0
+
+
+def test_the_node_down_for_20_s_and_back_the_deleverage_lands_once(
+    anvil_env: Env, market: Market, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keeper's real loop (1 s interval, head polled every 0.25 s) behind a proxy whose
+    connections all drop for 20 s, from just before the crash: every tick of the outage fails
+    in one line, the loop goes on (its failure budget is larger than the outage), and the
+    deleverage lands once the node is back — once, with no traceback and no secret logged."""
+    env, balanced = anvil_env, anvil_env.dep.vaults[0]
+    down = {"on": False}
+    with FaultyRpc(str(env.w3.provider.endpoint_uri), secret="OUTAGEKEY") as proxy:  # type: ignore[attr-defined]
+        proxy.plan = lambda method, n: "drop_before" if down["on"] else None
+        w3 = connect(proxy.url, 31337)
+        service = build_local_service(w3, env.dep, tmp_path / "journal.sqlite", SystemClock())
+        service.start()
+        start_nonce = env.nonce("latest")
+        loop = KeeperLoop(service, 1.0, max_consecutive_failures=120, head_poll_s=0.25)
+        thread = threading.Thread(target=loop.run)
+        thread.start()
+        try:
+            down["on"] = True
+            move(market, env, 0.65, 0.70)  # the crash, while the keeper cannot see it
+            time.sleep(OUTAGE_S)
+            assert thread.is_alive() and risk_intents(service, balanced) == []
+            failed_during = proxy.injected_total("drop_before")
+            down["on"] = False
+            back = time.monotonic()
+            while time.monotonic() - back < 30 and not any(
+                i.status == "mined" for i in risk_intents(service, balanced)
+            ):
+                time.sleep(0.1)
+            recovery_s = time.monotonic() - back
+            print(f"deleverage mined {recovery_s:.1f} s after the node came back")
+        finally:
+            loop.stop()
+            thread.join(30)
+        assert not thread.is_alive()
+    assert failed_during > 10  # the outage was real, tick after tick
+    journal = Journal(tmp_path / "journal.sqlite")  # the loop closed the service's own
+    risk = [i for i in journal.recent_intents(vault=balanced) if i.kind in RISK_REDUCING]
+    assert [i.status for i in risk] == ["mined"], f"not landed {recovery_s:.1f}s after"
+    intents = journal.recent_intents(limit=500)
+    on_chain = [i for i in intents if i.status in ("mined", "reverted")]
+    assert env.nonce("latest") == start_nonce + len(on_chain)
+    assert env.nonce("pending") == env.nonce("latest")
+    journal.close()
+    assert "Traceback" not in caplog.text and "OUTAGEKEY" not in caplog.text
+    assert "tick at block" in caplog.text and "failed" in caplog.text
