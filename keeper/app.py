@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from keeper.chain.connect import connect
@@ -18,22 +19,51 @@ from keeper.tx.nonce import NonceManager
 from keeper.tx.sender import SendPolicy, TxSender
 
 
-def _chain_id_source(settings: Settings) -> str:
+def chain_id_source(settings: Settings) -> str:
     """The setting(s) the expected chain id comes from: the deployment's unless set directly."""
     if settings.deployment_data is None:
         return env_name("chain_id")
     return f"{env_name('chain_id')} / {env_name('deployment')}"
 
 
+def vault_sources(settings: Settings) -> dict[ChecksumAddress, str]:
+    """Every watched vault and the setting it came from, as error lines name it: KEEPER_VAULTS,
+    or ``KEEPER_DEPLOYMENT <path>`` for a vault only the deployment lists."""
+    deployment = f"{env_name('deployment')} {settings.deployment}"
+    return {
+        v: env_name("vaults") if v in settings.vaults else deployment
+        for v in resolve_vaults(settings)
+    }
+
+
 def verify_vaults(settings: Settings, reader: SnapshotReader) -> None:
     """Refuse to start on an address that is not a RiskVault, naming the setting it came from
     (KEEPER_VAULTS or KEEPER_DEPLOYMENT) so the operator knows which one to fix."""
-    listed = list(settings.vaults)
-    deployed = [v for v in resolve_vaults(settings) if v not in settings.vaults]
-    if listed:
-        reader.verify_vaults(listed, env_name("vaults"))
-    if deployed:
-        reader.verify_vaults(deployed, f"{env_name('deployment')} {settings.deployment}")
+    by_source: dict[str, list[ChecksumAddress]] = {}
+    for vault, source in vault_sources(settings).items():
+        by_source.setdefault(source, []).append(vault)
+    for source, vaults in by_source.items():  # KEEPER_VAULTS first: resolve_vaults' order
+        reader.verify_vaults(vaults, source)
+
+
+def register_rpc_secrets(settings: Settings) -> None:
+    """Mask every configured RPC URL's secret parts in every error and log from now on."""
+    for url in settings.rpc_urls():
+        register_secret_url(url)
+
+
+def connect_node(settings: Settings) -> Web3:
+    """A Web3 on KEEPER_RPC_URL (with KEEPER_RPC_FALLBACK_URLS behind it) after connect() has
+    checked that it answers on the expected chain; each error names the setting to fix."""
+    register_rpc_secrets(settings)
+    return connect(
+        settings.rpc_url.get_secret_value(),
+        settings.chain_id,
+        url_setting=env_name("rpc_url"),
+        chain_id_setting=chain_id_source(settings),
+        fallback_urls=[s.get_secret_value() for s in settings.rpc_fallback_urls],
+        fallback_setting=env_name("rpc_fallback_urls"),
+    )
 
 
 def build_service(
@@ -43,14 +73,9 @@ def build_service(
     clock: Clock | None = None,
 ) -> KeeperService:
     """Wire every part from `settings`. `w3` and `clock` are injected by tests and the demo."""
-    register_secret_url(settings.rpc_url.get_secret_value())  # masked in every error and log
+    register_rpc_secrets(settings)
     if w3 is None:
-        w3 = connect(
-            settings.rpc_url.get_secret_value(),
-            settings.chain_id,
-            url_setting=env_name("rpc_url"),
-            chain_id_setting=_chain_id_source(settings),
-        )
+        w3 = connect_node(settings)
     install_read_retries(w3)  # a no-op where connect() (or the caller) already did
     clock = clock or SystemClock()
     vaults = resolve_vaults(settings)
@@ -91,4 +116,5 @@ def build_service(
         max_staleness_s=settings.max_staleness,
         tick_deadline_s=settings.effective_tick_deadline,
         expected_chain_id=settings.chain_id,
+        halt_after=settings.halt_after,
     )

@@ -1,7 +1,8 @@
 """The `keeper` command. Only this module configures logging handlers.
 
-User errors (bad settings, bad addresses, an unreachable RPC, a wrong chain) print one line and
-exit 2 with no traceback; a bug stops the process with a traceback and exit 1.
+User errors (bad settings, bad addresses, an unreachable RPC, a wrong chain, a signer without
+the keeper role or without gas money: see :mod:`keeper.startup`) print one line and exit 2
+with no traceback; a bug stops the process with a traceback and exit 1.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keeper import __version__
 from keeper.errors import KeeperError
+
+if TYPE_CHECKING:  # imported where used: a bad setting need not wait for web3 to load
+    from eth_account.signers.local import LocalAccount
+    from eth_typing import ChecksumAddress
+
+    from keeper.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -23,37 +30,37 @@ logger = logging.getLogger(__name__)
 EXIT_USER_ERROR = 2
 
 
+#: The settings file read when --env-file is not given; it may be absent.
+DEFAULT_ENV_FILE = ".env"
+#: What `check-config --offline` leaves out.
+OFFLINE_SKIPS = "chain id, fallback RPCs, vaults, keeper role, gas balance"
+
+
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from keeper.config import load_settings
 
-    return load_settings(env_file=args.env_file)
+    # A file the operator names must be there; the default .env may be absent.
+    named = args.env_file is not None
+    return load_settings(
+        env_file=args.env_file if named else DEFAULT_ENV_FILE, env_file_required=named
+    )
 
 
-def _cmd_check_config(args: argparse.Namespace) -> int:
-    from keeper.config import resolve_vaults
-    from keeper.signer import load_signer
+def _signer_address(account: LocalAccount | None) -> ChecksumAddress | None:
+    from web3 import Web3
 
-    settings = _settings(args)
-    account = load_signer(settings)
-    # Only now: keeper.report pulls in the risk core (scipy), half a second a bad setting
-    # need not wait for.
-    from keeper.report import table
-
-    rows = [[name, value] for name, value in settings.describe()]
-    rows.append(["(signer address)", account.address if account else "none (dry run)"])
-    rows.append(["(vaults, effective)", ", ".join(resolve_vaults(settings)) or "none"])
-    print(table(["setting", "value"], rows))
-    print("configuration OK")
-    return 0
+    return Web3.to_checksum_address(account.address) if account is not None else None
 
 
 class _HoldUntilStarted(logging.Handler):
     """Holds log records back while the keeper starts, so that a start refused for bad input is
-    the one `keeper: error:` line alone; `let_through()` (or any warning) lets them all through."""
+    the one `keeper: error:` line alone; `let_through()` (or, unless `hold_warnings`, any
+    warning) lets them all through."""
 
-    def __init__(self, target: logging.Handler) -> None:
+    def __init__(self, target: logging.Handler, hold_warnings: bool = False) -> None:
         super().__init__()
         self.target = target
+        self.hold_warnings = hold_warnings
         self._held: list[logging.LogRecord] = []
         self._released = False
 
@@ -62,8 +69,8 @@ class _HoldUntilStarted(logging.Handler):
             self.target.handle(record)
             return
         self._held.append(record)
-        if record.levelno >= logging.WARNING:  # something the operator must see now
-            self.let_through()
+        if record.levelno >= logging.WARNING and not self.hold_warnings:
+            self.let_through()  # something the operator must see now
 
     def drop_held(self) -> None:
         self._held.clear()
@@ -76,13 +83,14 @@ class _HoldUntilStarted(logging.Handler):
 
 
 @contextmanager
-def _quiet_start() -> Iterator[None]:
+def _quiet_start(hold_warnings: bool = False) -> Iterator[None]:
     """Route the root logger through `_HoldUntilStarted` while the keeper starts. A KeeperError
-    (bad input: its one line says it all) drops what is still held, which is below WARNING;
-    success or a bug (the traceback needs the context) lets it through."""
+    (bad input: its one line says it all) drops what is still held — below WARNING, or with
+    `hold_warnings` (a check's report, where the error line says what the warnings would)
+    everything; success or a bug (the traceback needs the context) lets it through."""
     root = logging.getLogger()
     targets = list(root.handlers)
-    holders = [_HoldUntilStarted(h) for h in targets]
+    holders = [_HoldUntilStarted(h, hold_warnings) for h in targets]
     root.handlers[:] = holders
     try:
         yield
@@ -96,38 +104,111 @@ def _quiet_start() -> Iterator[None]:
             holder.let_through()
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from keeper.app import build_service, verify_vaults
+def _configure_keeper_logging(
+    settings: Settings, json_lines: bool, level: str | None = None
+) -> None:
+    """Logging for the commands that read settings: every configured RPC URL (KEEPER_RPC_URL
+    and each fallback) is masked from the first record on, not only once connect() has
+    registered it. `level` overrides KEEPER_LOG_LEVEL (the reports show warnings only)."""
     from keeper.logs import configure_logging
-    from keeper.service import run_scheduler
+
+    configure_logging(
+        level or settings.log_level,
+        settings.log_json or json_lines,
+        secret_urls=settings.rpc_urls(),
+    )
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from keeper.config import resolve_vaults
     from keeper.signer import load_signer
 
     settings = _settings(args)
-    configure_logging(settings.log_level, settings.log_json or args.json)
+    _configure_keeper_logging(settings, args.json, level="WARNING")
+    checks: list[list[str]] = []
+    with _quiet_start(hold_warnings=True):
+        account = load_signer(settings)
+        if not args.offline:
+            from keeper.app import connect_node
+            from keeper.startup import run_startup_checks
+
+            w3 = connect_node(settings)
+            found = run_startup_checks(
+                settings, w3, _signer_address(account), fallbacks_must_answer=True
+            )
+            checks = [[check.name, check.found] for check in found]
+    # Only now: keeper.report pulls in the risk core (scipy), half a second a bad setting
+    # need not wait for.
+    from keeper.report import table
+
+    rows = [[name, value] for name, value in settings.describe()]
+    rows.append(["(signer address)", account.address if account else "none (dry run)"])
+    rows.append(["(vaults, effective)", ", ".join(resolve_vaults(settings)) or "none"])
+    print(table(["setting", "value"], rows))
+    if args.offline:
+        print(f"node not contacted (--offline): not checked: {OFFLINE_SKIPS}")
+    else:
+        print(table(["check", "found"], checks))
+    print("configuration OK")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from keeper.app import build_service, connect_node
+    from keeper.scheduler import run_scheduler
+    from keeper.signer import load_signer
+    from keeper.startup import run_startup_checks
+
+    settings = _settings(args)
+    _configure_keeper_logging(settings, args.json)
     with _quiet_start():
         account = load_signer(settings)
-        service = build_service(settings, account)
-        verify_vaults(settings, service.reader)
+        w3 = connect_node(settings)
+        # Before the journal is opened or a nonce read: a refused start leaves nothing behind.
+        for check in run_startup_checks(
+            settings, w3, _signer_address(account), fallbacks_must_answer=False
+        ):
+            logger.info("start-up check %s: %s", check.name, check.found)
+        service = build_service(settings, account, w3=w3)
         service.start(verify_vaults=False)
     if args.once:
         report = service.tick()
         service.journal.close()
         return 0 if report.error is None else 1
-    return run_scheduler(service, settings.poll_interval)
+    return run_scheduler(
+        service,
+        settings.poll_interval,
+        max_consecutive_failures=settings.max_consecutive_failures,
+        head_poll_s=settings.head_poll_interval,
+        head_stall_s=settings.head_stall,
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from keeper.app import build_service, verify_vaults
-    from keeper.status import status_text
+    from keeper.journal import Journal
+    from keeper.status import journal_text, status_text
 
-    # Read-only: nothing is sent, so nothing is journaled and no journal file is created.
-    settings = _settings(args).model_copy(update={"journal": Path(":memory:")})
+    # Read-only: nothing is sent, so nothing is journaled and no journal file is created; the
+    # running keeper's journal, if there is one, is read without a write.
+    configured = _settings(args)
+    settings = configured.model_copy(update={"journal": Path(":memory:")})
     service = build_service(settings, None)
     try:
         verify_vaults(settings, service.reader)
         print(status_text(service))
     finally:
         service.journal.close()
+    if configured.journal.is_file():
+        recorded = Journal(configured.journal, read_only=True)
+        try:
+            print()
+            print(f"journal {configured.journal}:")
+            print(journal_text(recorded))
+        finally:
+            recorded.close()
+    else:
+        print(f"\njournal {configured.journal}: none yet (the keeper has not run here)")
     return 0
 
 
@@ -175,10 +256,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         return 130
     if result.failures:
         first = result.failures[0]
-        print(f"keeper: error: simulate: {len(result.failures)} path(s) failed, first "
-              f"{first.scenario} path {first.path}: {first.error} (tracebacks in "
-              f"{Path(args.out) / ERRORS_FILE}; metrics.json holds the paths that finished)",
-              file=sys.stderr)
+        print(
+            f"keeper: error: simulate: {len(result.failures)} path(s) failed, first "
+            f"{first.scenario} path {first.path}: {first.error} (tracebacks in "
+            f"{Path(args.out) / ERRORS_FILE}; metrics.json holds the paths that finished)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -188,28 +271,58 @@ def _add_simulate(sub: Any) -> None:
         "simulate",
         help="replay price scenarios through the real contracts with the keeper in the loop",
     )
-    sim.add_argument("--scenario", default="gap45,rally",
-                     help="comma-separated scenario names (see --list-scenarios)")
+    sim.add_argument(
+        "--scenario",
+        default="gap45,rally",
+        help="comma-separated scenario names (see --list-scenarios)",
+    )
     sim.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
     sim.add_argument("--paths", type=int, default=1, help="paths per scenario (Monte Carlo)")
     sim.add_argument("--seed", type=int, default=0, help="seed of path 0; path i uses (seed, i)")
-    sim.add_argument("--policies", default="hold,threshold,keeper",
-                     help="comma-separated: hold, threshold, keeper")
-    sim.add_argument("--order", default="keeper-first,liquidator-first",
-                     help="who moves first after each oracle update: keeper-first, "
-                          "liquidator-first, or both (comma-separated)")
-    sim.add_argument("--workers", type=int, default=1,
-                     help="worker processes, one chain each (with --ray: local CPUs)")
-    sim.add_argument("--ray", default=None, metavar="ADDRESS",
-                     help="run one task per path on this Ray cluster ('local' starts one)")
-    sim.add_argument("--rpc-url", default=None,
-                     help="an external dev node (anvil) instead of starting one")
-    sim.add_argument("--chain", default="auto", choices=("auto", "anvil", "tester"),
-                     help="auto: anvil from node_modules when present, else in-process")
-    sim.add_argument("--time-scale", type=float, default=1.0,
-                     help="multiply every phase's duration (short runs); moves keep their size")
-    sim.add_argument("--tail-hours", type=int, default=None,
-                     help="length of the final flat tail (default: the scenario's, >= 48 h)")
+    sim.add_argument(
+        "--policies",
+        default="hold,threshold,keeper",
+        help="comma-separated: hold, threshold, keeper",
+    )
+    sim.add_argument(
+        "--order",
+        default="keeper-first,liquidator-first",
+        help="who moves first after each oracle update: keeper-first, "
+        "liquidator-first, or both (comma-separated)",
+    )
+    sim.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, one chain each (with --ray: local CPUs)",
+    )
+    sim.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run one task per path on this Ray cluster ('local' starts one)",
+    )
+    sim.add_argument(
+        "--rpc-url", default=None, help="an external dev node (anvil) instead of starting one"
+    )
+    sim.add_argument(
+        "--chain",
+        default="auto",
+        choices=("auto", "anvil", "tester"),
+        help="auto: anvil from node_modules when present, else in-process",
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply every phase's duration (short runs); moves keep their size",
+    )
+    sim.add_argument(
+        "--tail-hours",
+        type=int,
+        default=None,
+        help="length of the final flat tail (default: the scenario's, >= 48 h)",
+    )
     sim.add_argument("--no-report", action="store_true", help="write metrics.json only")
     sim.add_argument("--out", default="sim-out", help="output directory")
     sim.set_defaults(func=_cmd_simulate)
@@ -224,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="log JSON lines instead of text")
     parser.add_argument(
         "--env-file",
-        default=".env",
-        help="settings file read before the environment (default .env)",
+        default=None,
+        help="settings file read before the environment; must exist "
+        f"(default {DEFAULT_ENV_FILE}, read when present)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the keeper: a tick every KEEPER_POLL_INTERVAL seconds")
@@ -234,9 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "status", help="each vault's health, leverage, greeks and mandate, read live"
     ).set_defaults(func=_cmd_status)
-    sub.add_parser(
-        "check-config", help="validate the settings and print them (secrets masked)"
-    ).set_defaults(func=_cmd_check_config)
+    check = sub.add_parser(
+        "check-config",
+        help="validate the settings, print them (secrets masked) and run the start-up checks "
+        "on the node: chain id, vaults, keeper role, gas balance",
+    )
+    check.add_argument(
+        "--offline", action="store_true", help="validate the settings only; contact no node"
+    )
+    check.set_defaults(func=_cmd_check_config)
     demo = sub.add_parser(
         "demo", help="embedded chain: deploy, drive a scripted market, keep the vaults"
     )

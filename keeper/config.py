@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -61,6 +61,12 @@ FOREIGN_ENV_NAMES = frozenset({"KEEPER_DEPLOYER_KEY", "KEEPER_ABI_DIR"})
 #: before the next one is due.
 TICK_DEADLINE_SHARE = 0.8
 WEI_PER_GWEI = 10**9
+WEI_PER_ETH = 10**18
+#: Gas of one deleverage (one sell and one perp reduce; `make gas` measures 448,709), rounded up:
+#: the default minimum gas balance is the gas limit of one such call at the CRITICAL fee cap.
+DELEVERAGE_GAS = 450_000
+#: The command-line option that names the settings file (errors about the file name it).
+ENV_FILE_OPTION = "--env-file"
 #: Basis points in one: ratios handed to the transaction layer are integer bps.
 BPS = 10_000
 #: Shown instead of any secret.
@@ -74,7 +80,7 @@ _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _PRIVATE_KEY_RE = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 #: Fields whose input must never appear in a message, not even a malformed one.
-_SECRET_FIELDS = frozenset({"rpc_url", "private_key"})
+_SECRET_FIELDS = frozenset({"rpc_url", "rpc_fallback_urls", "private_key"})
 _FEE_CAP_FIELDS: tuple[tuple[Urgency, str], ...] = (
     (Urgency.LOW, "max_fee_gwei_low"),
     (Urgency.NORMAL, "max_fee_gwei_normal"),
@@ -101,6 +107,27 @@ def gwei_to_wei(gwei: float) -> Wei:
         raise ValueError(f"not a non-negative finite amount of gwei: {gwei!r}")
     wei = (Decimal(repr(gwei)) * WEI_PER_GWEI).to_integral_value(rounding=ROUND_FLOOR)
     return Wei(int(wei))
+
+
+def eth_to_wei(eth: float) -> Wei:
+    """`eth` in integer wei, rounded up: a configured minimum is never lowered by rounding.
+    Decimal-exact through the float's shortest form (``0.05`` is exactly 5e16 wei)."""
+    if not math.isfinite(eth) or eth < 0:
+        raise ValueError(f"not a non-negative finite amount of ETH: {eth!r}")
+    wei = (Decimal(repr(eth)) * WEI_PER_ETH).to_integral_value(rounding=ROUND_CEILING)
+    return Wei(int(wei))
+
+
+def format_eth(wei: int) -> str:
+    """`wei` as ETH for people, exact: ``281250000000000000`` → ``'0.28125 ETH'``."""
+    return f"{(Decimal(wei) / WEI_PER_ETH).normalize():f} ETH"
+
+
+def _http_url_problem(url: str) -> str | None:
+    """Why `url` is not an http(s) URL with a host (masked), or None when it is one."""
+    if re.match(r"https?://[^/\s]", url, flags=re.IGNORECASE):
+        return None
+    return f"must be an http(s) URL, got {mask_rpc_url(url)}"
 
 
 def parse_address(text: str) -> ChecksumAddress:
@@ -202,6 +229,11 @@ class Settings(BaseSettings):
     rpc_url: SecretStr = Field(
         description="HTTP(S) JSON-RPC endpoint. Holds API keys: only ever shown masked."
     )
+    rpc_fallback_urls: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated HTTP(S) endpoints tried in order when KEEPER_RPC_URL fails; "
+        "each must be on the same chain. Secrets like KEEPER_RPC_URL: only ever shown masked.",
+    )
     chain_id: int | None = Field(
         default=None,
         gt=0,
@@ -277,8 +309,37 @@ class Settings(BaseSettings):
         ge=12.5,
         description="Fee increase per replacement, percent (nodes require at least 12.5).",
     )
+    min_gas_balance_eth: float | None = Field(
+        default=None,
+        ge=0,
+        description="Native balance (ETH) the signer must hold to start; 0 turns the check off. "
+        "Default: one deleverage's gas limit at the CRITICAL cap "
+        "(450,000 gas x KEEPER_GAS_LIMIT_MARGIN x KEEPER_MAX_FEE_GWEI_CRITICAL).",
+    )
 
     # --- process ---------------------------------------------------------------------------
+    max_consecutive_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Failed ticks in a row after which `keeper run` exits with code 3.",
+    )
+    halt_after: int = Field(
+        default=3,
+        ge=1,
+        description="Ticks in a row in which one vault's read, decision or build fails before "
+        "it is halted (no action until restart; shown by `keeper status`).",
+    )
+    head_poll_interval: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds between head polls; a new block starts a tick at once (0: ticks "
+        "on the poll interval only).",
+    )
+    head_stall: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds without a new block before the watchdog logs the head as stalled.",
+    )
     journal: Path = Field(default=Path("keeper-journal.sqlite"), description="SQLite journal file.")
     dry_run: bool = Field(
         default=False, description="Decide and log what would be sent; send nothing."
@@ -289,6 +350,7 @@ class Settings(BaseSettings):
     _deployment_data: dict[str, Any] | None = PrivateAttr(default=None)
     _chain_id_from_deployment: bool = PrivateAttr(default=False)
     _gas: FeePolicy | None = PrivateAttr(default=None)
+    _min_gas_balance_wei: int = PrivateAttr(default=0)
 
     @classmethod
     def settings_customise_sources(
@@ -311,9 +373,26 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rpc_url(cls, value: SecretStr) -> SecretStr:
         url = value.get_secret_value().strip()
-        if not re.match(r"https?://[^/\s]", url, flags=re.IGNORECASE):
-            raise ValueError(f"must be an http(s) URL, got {mask_rpc_url(url)}")
+        problem = _http_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
         return SecretStr(url)
+
+    @field_validator("rpc_fallback_urls", mode="before")
+    @classmethod
+    def _split_fallback_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        urls: list[SecretStr] = []
+        for index, entry in enumerate(value, start=1):
+            url = (entry.get_secret_value() if isinstance(entry, SecretStr) else str(entry)).strip()
+            problem = _http_url_problem(url)
+            if problem is not None:
+                raise ValueError(f"entry {index} {problem}")
+            urls.append(SecretStr(url))
+        return tuple(urls)
 
     @field_validator("private_key")
     @classmethod
@@ -349,6 +428,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         self._check_key_source()
+        self._check_fallback_urls()
         self._resolve_deployment()
         if not self.vaults and not (self._deployment_data and self._deployment_data["vaults"]):
             raise ConfigError(
@@ -357,6 +437,7 @@ class Settings(BaseSettings):
             )
         self._check_timing()
         self._set_gas_policy()
+        self._set_min_gas_balance()
         parent = self.journal.parent
         if not parent.is_dir():
             raise ConfigError(f"{env_name('journal')}: directory {parent} does not exist")
@@ -379,6 +460,16 @@ class Settings(BaseSettings):
                 f"{key} / {keystore}: a signing key is required "
                 f"(or set {env_name('dry_run')}=true to run without one)"
             )
+
+    def _check_fallback_urls(self) -> None:
+        # A repeated endpoint is no fallback: most likely a copy-paste slip.
+        seen = {self.rpc_url.get_secret_value().rstrip("/"): env_name("rpc_url")}
+        name = env_name("rpc_fallback_urls")
+        for index, secret in enumerate(self.rpc_fallback_urls, start=1):
+            url = secret.get_secret_value().rstrip("/")
+            if url in seen:
+                raise ConfigError(f"{name}: entry {index} repeats {seen[url]}")
+            seen[url] = f"entry {index}"
 
     def _resolve_deployment(self) -> None:
         if self.deployment is None:
@@ -438,7 +529,27 @@ class Settings(BaseSettings):
             max_replacements=self.max_replacements,
         )
 
+    def _set_min_gas_balance(self) -> None:
+        if self.min_gas_balance_eth is not None:
+            self._min_gas_balance_wei = eth_to_wei(self.min_gas_balance_eth)
+            return
+        # What a node demands before it takes the deleverage at the cap: gas limit x max fee
+        # (the sender's gas limit is the estimate x the margin, rounded down).
+        gas_limit = int(DELEVERAGE_GAS * self.gas_limit_margin)
+        self._min_gas_balance_wei = gas_limit * self.gas.cap_for(Urgency.CRITICAL)
+
     # --- derived values ----------------------------------------------------------------------
+
+    @property
+    def min_gas_balance_wei(self) -> int:
+        """The least native balance, in wei, the signer must hold to start (0: no check)."""
+        return self._min_gas_balance_wei
+
+    def rpc_urls(self) -> tuple[str, ...]:
+        """KEEPER_RPC_URL and then each KEEPER_RPC_FALLBACK_URLS entry, unmasked: for connecting
+        and for registering their secret parts with the log and error masker, nothing else."""
+        fallbacks = (s.get_secret_value() for s in self.rpc_fallback_urls)
+        return (self.rpc_url.get_secret_value(), *fallbacks)
 
     @property
     def gas(self) -> FeePolicy:
@@ -476,8 +587,16 @@ class Settings(BaseSettings):
         value = getattr(self, field)
         if field == "rpc_url":
             return mask_rpc_url(self.rpc_url.get_secret_value())
+        if field == "rpc_fallback_urls":
+            masked = [mask_rpc_url(s.get_secret_value()) for s in value]
+            return ", ".join(masked) if masked else "(none)"
         if field == "private_key":
             return MASK if value is not None else UNSET
+        if field == "min_gas_balance_eth":
+            if self._min_gas_balance_wei == 0:
+                return "0 ETH (check off)"
+            shown = format_eth(self._min_gas_balance_wei)
+            return shown if value is not None else f"{shown} (one deleverage at the CRITICAL cap)"
         if value is None:
             return UNSET
         if field == "chain_id" and self._chain_id_from_deployment:
@@ -505,14 +624,21 @@ def resolve_vaults(settings: Settings) -> tuple[ChecksumAddress, ...]:
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    env: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ".env",
+    *,
+    env_file_required: bool = False,
 ) -> Settings:
     """Read, validate and return the settings, or raise ConfigError with one line.
 
     `env` replaces the process environment (tests); `env_file` is read when it exists and the
-    environment wins over it. Validation happens here, once.
+    environment wins over it; a missing `env_file` is an error only when `env_file_required`
+    (the operator named it), a directory always is (pydantic-settings would skip it silently).
+    Validation happens here, once.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
+    if env_file is not None:
+        _check_env_file(Path(env_file), required=env_file_required)
     _warn_unknown_names(environ, env_file)
     token = _ENVIRON.set(environ)
     try:
@@ -521,10 +647,20 @@ def load_settings(
         raise ConfigError("; ".join(_error_line(err) for err in exc.errors())) from None
     except SettingsError as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"env file {env_file}: cannot read ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{ENV_FILE_OPTION} {env_file}: not UTF-8 text") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{ENV_FILE_OPTION} {env_file}: cannot read ({reason})") from None
     finally:
         _ENVIRON.reset(token)
+
+
+def _check_env_file(path: Path, required: bool) -> None:
+    if path.is_dir():
+        raise ConfigError(f"{ENV_FILE_OPTION} {path}: is a directory, not a settings file")
+    if required and not path.exists():
+        raise ConfigError(f"{ENV_FILE_OPTION} {path}: no such file")
 
 
 def _warn_unknown_names(environ: Mapping[str, str], env_file: str | Path | None) -> None:

@@ -312,14 +312,25 @@ class Journal:
     """One SQLite file (or ``":memory:"``), one connection, one lock. Every public write is one
     transaction, committed (and fsynced) before the method returns."""
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | Path, clock: Callable[[], float] = time.time, read_only: bool = False
+    ) -> None:
+        """Open (creating and migrating) the journal at `path`. `read_only`: an existing file
+        another process writes, for `keeper status` — nothing is created, migrated or written;
+        a journal of another schema version is refused."""
         self.path = str(path)
         self._clock = clock
         self._lock = threading.RLock()
+        target = f"file:{Path(self.path).as_posix()}?mode=ro" if read_only else self.path
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, uri=read_only
+            )
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
+        if read_only:
+            self._check_read_only()
+            return
         try:
             self._conn.row_factory = sqlite3.Row
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -375,6 +386,22 @@ class Journal:
                 return self._conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise JournalError(f"journal: read failed: {exc}") from exc
+
+    def _check_read_only(self) -> None:
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            row = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise JournalError(f"journal {self.path}: cannot read: {exc}") from exc
+        version = int(row[0] or 0)
+        if version != SCHEMA_VERSION:
+            self._conn.close()
+            raise JournalError(
+                f"journal {self.path}: schema {version}, this keeper reads {SCHEMA_VERSION} "
+                "(start this keeper on it once to migrate)"
+            )
 
     def _migrate(self) -> None:
         conn = self._conn
@@ -710,6 +737,11 @@ class Journal:
         ]
 
     # --- queries ---------------------------------------------------------------------------------
+
+    def last_tick(self) -> TickRecord | None:
+        """The newest tick, or None before the first."""
+        rows = self._read("SELECT id FROM ticks ORDER BY id DESC LIMIT 1")
+        return self.tick(int(rows[0]["id"])) if rows else None
 
     def included_since(self, block: int) -> list[IntentRecord]:
         """Intents recorded as included ('mined', 'reverted') in block `block` or later, oldest

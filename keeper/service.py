@@ -486,7 +486,4 @@ def _ratio(value: int) -> float:
     return float("inf") if value >= 2**255 else value / 1e18
 
 
-# Re-exported until every caller imports it from keeper.scheduler.
-from keeper.scheduler import run_scheduler  # noqa: E402
-
-__all__ = ["KeeperService", "TickReport", "run_scheduler"]
+__all__ = ["KeeperService", "TickReport"]

@@ -24,23 +24,29 @@ _KEYSTORE = env_name("keystore")
 _PASSWORD_FILE = env_name("keystore_password_file")
 
 
+def key_setting(settings: Settings) -> str:
+    """Where the signing key comes from, as an error line names it: ``KEEPER_PRIVATE_KEY`` or
+    ``KEEPER_KEYSTORE <path>`` (never any of the key itself)."""
+    if settings.keystore is not None:
+        return f"{_KEYSTORE} {settings.keystore}"
+    return _KEY
+
+
 def load_signer(settings: Settings) -> LocalAccount | None:
     """The account that signs the keeper's transactions; None only in dry-run without a key."""
     if settings.private_key is not None:
         account = account_from_private_key(settings.private_key.get_secret_value())
-        source = _KEY
     elif settings.keystore is not None:
         if settings.keystore_password_file is None:  # Settings rejects this; stay defensive
             raise ConfigError(f"{_PASSWORD_FILE}: required with {_KEYSTORE}")
         password = read_password_file(settings.keystore_password_file)
         account = account_from_keystore(settings.keystore, password)
-        source = f"{_KEYSTORE} {settings.keystore}"
     elif settings.dry_run:
         logger.info("dry-run without a signing key: nothing can be signed")
         return None
     else:
         raise ConfigError(f"{_KEY} / {_KEYSTORE}: a signing key is required")
-    logger.info("signer %s loaded from %s", account.address, source)
+    logger.info("signer %s loaded from %s", account.address, key_setting(settings))
     return account
 
 

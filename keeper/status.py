@@ -1,10 +1,15 @@
-"""`keeper status`: each configured vault's health, leverage, greeks and mandate, read live."""
+"""`keeper status`: each configured vault's health, leverage, greeks and mandate, read live; and,
+from the keeper's journal (read-only), its last tick, the vaults it halted or that are failing,
+and the transactions it has in flight."""
 
 from __future__ import annotations
+
+import time
 
 from keeper.chain.convert import to_vault_state
 from keeper.chain.snapshot import VaultSnapshot
 from keeper.inputs import RISK_FREE_RATE
+from keeper.journal import Journal
 from keeper.report import WAD, ratio, snapshot_table, table, usd
 from keeper.risk.health import portfolio_greeks
 from keeper.service import KeeperService
@@ -52,3 +57,60 @@ def status_text(service: KeeperService) -> str:
     if missing:
         parts.append("could not read: " + ", ".join(missing))
     return "\n".join(parts).rstrip()
+
+
+def journal_text(journal: Journal, now: float | None = None) -> str:
+    """What the running keeper recorded: last tick, halted and failing vaults, transactions in
+    flight (nonce, kind, last hash, fees, age)."""
+    now = time.time() if now is None else now
+    parts = []
+    last = journal.last_tick()
+    if last is None:
+        parts.append("journal: no tick yet")
+    else:
+        age = now - (last.finished_at or last.started_at)
+        error = f" ({last.error})" if last.error else ""
+        parts.append(f"last tick: block {last.block}, {last.status}{error}, {age:,.0f} s ago")
+    faults = [f for f in journal.vault_faults() if f.halted or f.consecutive_failures]
+    if faults:
+        parts.append(
+            table(
+                ["vault", "state", "failed ticks", "last error"],
+                [
+                    [
+                        f.vault,
+                        "HALTED" if f.halted else "failing",
+                        str(f.consecutive_failures),
+                        f.last_error or "",
+                    ]
+                    for f in faults
+                ],
+            )
+        )
+    else:
+        parts.append("no vault halted or failing")
+    flying = journal.unfinished_intents()
+    if flying:
+        rows = []
+        for i in flying:
+            last_tx = i.transactions[-1] if i.transactions else None
+            rows.append(
+                [
+                    i.vault,
+                    i.kind,
+                    "-" if i.nonce is None else str(i.nonce),
+                    last_tx.tx_hash if last_tx else "(not signed)",
+                    f"{last_tx.max_fee_per_gas / 1e9:,.3f}" if last_tx else "",
+                    str(max(0, len(i.transactions) - 1)),
+                    f"{now - i.created_at:,.0f}",
+                ]
+            )
+        parts.append(
+            table(
+                ["vault", "action", "nonce", "last tx", "max fee gwei", "replacements", "age s"],
+                rows,
+            )
+        )
+    else:
+        parts.append("no transaction in flight")
+    return "\n".join(parts)

@@ -182,7 +182,13 @@ class Mandate:
         in_range("cppi_floor", self.cppi_floor, 0.0, 1.0)
         at_least("cppi_multiplier", self.cppi_multiplier, 0.0)
         in_range("kelly_fraction", self.kelly_fraction, 0.0, 1.0)
-        in_range("max_slippage_bps", self.max_slippage_bps, 0, 10_000)
+        # The vault's own bound (RiskVault.MAX_SLIPPAGE_BPS): a mandate outside it is no
+        # mandate the chain could hold.
+        in_range("max_slippage_bps", self.max_slippage_bps, 1, MAX_SLIPPAGE_BPS)
+
+
+#: The highest slippage bound a mandate may set, bps (RiskVault.MAX_SLIPPAGE_BPS).
+MAX_SLIPPAGE_BPS = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
 """Command-line fixtures: the `keeper` command run as the operator runs it, in a subprocess with
 a clean environment, and one anvil node with the bundled market for the cases that connect.
 
-Every subprocess gets only PATH, HOME, SYSTEMROOT and the case's ``KEEPER_*`` variables, runs in
-a fresh temporary directory (so no stray `.env` or journal is read or written elsewhere) and is
-pointed at an `--env-file` that does not exist.
+Every subprocess gets only PATH, HOME, SYSTEMROOT and the case's ``KEEPER_*`` variables and runs
+in a fresh temporary directory, so no stray `.env` is read (the default `.env` is looked for in
+that directory, where only a case that writes one has one) and no journal is written elsewhere.
+
+The node fixture also prepares the signers the start-up checks refuse: one without the keeper
+role, one with it on the first vault only, one with the role everywhere and no gas money.
 """
 
 from __future__ import annotations
@@ -18,14 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from eth_typing import ChecksumAddress
 from web3 import Web3
+from web3.types import RPCEndpoint
 
+from keeper.chain.abi import load_artifact
 from keeper.devnet.anvil import Anvil, anvil_path
 from keeper.devnet.deploy import Deployment, deploy_everything
 
 #: Anvil's account #2, the keeper role in the deployment (public test key, never a real one).
 KEEPER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
+#: Test keys of the signers the start-up checks must refuse (made up; funded by the fixture).
+STRANGER_KEY = "0x" + "51" * 32  # 100 ETH, no keeper role anywhere
+HALF_KEEPER_KEY = "0x" + "52" * 32  # 100 ETH, the keeper role on the first vault only
+UNFUNDED_KEEPER_KEY = "0x" + "53" * 32  # the keeper role on every vault, 0 ETH
+#: What the fixture gives the funded ones: far above the default minimum (0.28125 ETH).
+TEST_SIGNER_BALANCE_WEI = 100 * 10**18
+#: Chain id of the second anvil, for a fallback RPC on the wrong chain (the first is 31337).
+OTHER_CHAIN_ID = 5
 #: Seconds one keeper subprocess may take (imports ~1-2 s, a tick on anvil ~1 s more).
 SUBPROCESS_TIMEOUT_S = 60
 #: Variables a Python process needs to start at all; nothing else leaks in from the test run.
@@ -44,6 +58,8 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    #: The working directory it ran in (what it left behind: a journal or not).
+    cwd: Path
 
     def describe(self) -> str:
         return (
@@ -63,10 +79,9 @@ def keeper_env(settings: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_keeper(cwd: Path, settings: Mapping[str, str], *args: str) -> Run:
-    """`python -m keeper --env-file <missing> ARGS` in `cwd` with only `settings` set."""
-    argv = ("--env-file", str(cwd / "no-such.env"), *args)
+    """`python -m keeper ARGS` in `cwd` with only `settings` set (and `cwd`'s `.env`, if any)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "keeper", *argv],
+        [sys.executable, "-m", "keeper", *args],
         cwd=cwd,
         env=keeper_env(settings),
         capture_output=True,
@@ -74,7 +89,7 @@ def run_keeper(cwd: Path, settings: Mapping[str, str], *args: str) -> Run:
         timeout=SUBPROCESS_TIMEOUT_S,
         check=False,
     )
-    return Run(argv[2:], proc.returncode, proc.stdout, proc.stderr)
+    return Run(tuple(args), proc.returncode, proc.stdout, proc.stderr, cwd)
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,28 @@ class Node:
         return list(self.deployment.vaults)
 
 
+def address_of(key: str) -> ChecksumAddress:
+    return Web3.to_checksum_address(Account.from_key(key).address)
+
+
+def _prepare_signers(w3: Web3, deployment: Deployment) -> None:
+    """Give the test signers their roles and balances (the admin is unlocked on anvil)."""
+    admin = deployment.accounts["admin"]
+    abi = load_artifact("RiskVault").abi
+    grants = {HALF_KEEPER_KEY: deployment.vaults[:1], UNFUNDED_KEEPER_KEY: deployment.vaults}
+    for key, vaults in grants.items():
+        for address in vaults:
+            vault = w3.eth.contract(address=address, abi=abi)
+            role = vault.functions.KEEPER_ROLE().call()
+            tx = vault.functions.grantRole(role, address_of(key)).transact({"from": admin})
+            assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    for key in (STRANGER_KEY, HALF_KEEPER_KEY):
+        w3.provider.make_request(
+            RPCEndpoint("anvil_setBalance"), [address_of(key), hex(TEST_SIGNER_BALANCE_WEI)]
+        )
+    assert w3.eth.get_balance(address_of(UNFUNDED_KEEPER_KEY)) == 0
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """One anvil per module, deployed once (~2 s); the cases only read from it."""
@@ -185,6 +222,18 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     anvil = Anvil()
     with anvil as w3:
         deployment = deploy_everything(w3)
+        _prepare_signers(w3, deployment)
         path = tmp_path_factory.mktemp("deployment") / "deployment.json"
         path.write_text(json.dumps(deployment.to_json()), encoding="utf-8")
         yield Node(anvil.url, w3, deployment, path)
+
+
+@pytest.fixture(scope="module")
+def other_chain() -> Iterator[str]:
+    """The URL of a bare anvil on chain OTHER_CHAIN_ID: a node, but of another chain."""
+    if anvil_path() is None:
+        pytest.skip("anvil not installed (make test installs it from npm)")
+    anvil = Anvil("--chain-id", str(OTHER_CHAIN_ID))
+    with anvil as w3:
+        assert w3.eth.chain_id == OTHER_CHAIN_ID
+        yield anvil.url

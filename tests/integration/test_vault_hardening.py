@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from keeper.devnet.deploy import MAX_PRICE_AGE_S, OPTION_TENOR_S, VAULT_SPECS
+from keeper.risk.types import MAX_SLIPPAGE_BPS as MANDATE_SLIPPAGE_CAP
 from tests.integration.conftest import (
     WAD,
     expect_revert,
@@ -137,7 +138,7 @@ def test_mandate_max_slippage_is_capped_at_100_bps(vault, vault2, strategist):
                 )
         send(v.functions.setMandate(mandate_with(v, maxSlippageBps=SLIPPAGE_CAP_BPS)), strategist)
         assert v.functions.mandate().call()[8] == SLIPPAGE_CAP_BPS
-    assert vault.functions.MAX_SLIPPAGE_BPS().call() == SLIPPAGE_CAP_BPS
+    assert vault.functions.MAX_SLIPPAGE_BPS().call() == SLIPPAGE_CAP_BPS == MANDATE_SLIPPAGE_CAP
     for spec in VAULT_SPECS:  # the seeded mandates stay valid
         assert 1 <= spec.mandate[8] <= SLIPPAGE_CAP_BPS
 

@@ -17,6 +17,8 @@ from keeper.chain.connect import mask_rpc_url
 from keeper.config import (
     Settings,
     env_name,
+    eth_to_wei,
+    format_eth,
     gwei_to_wei,
     load_deployment,
     load_settings,
@@ -518,6 +520,36 @@ def test_missing_dotenv_is_ignored(tmp_path: Path) -> None:
     assert s.vaults == (ADDR_A,)
 
 
+def test_missing_env_file_is_an_error_when_required(tmp_path: Path) -> None:
+    """An --env-file the operator names must exist: a typo'd name is not an empty file."""
+    missing = tmp_path / "no.env"
+    with pytest.raises(ConfigError) as info:
+        load_settings(base_env(), env_file=missing, env_file_required=True)
+    assert str(info.value) == f"--env-file {missing}: no such file"
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_env_file_that_is_a_directory_is_an_error(tmp_path: Path, required: bool) -> None:
+    """pydantic-settings skips a directory silently; the operator meant a file there."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(base_env(), env_file=tmp_path, env_file_required=required)
+    assert str(info.value) == f"--env-file {tmp_path}: is a directory, not a settings file"
+
+
+def test_env_file_that_is_not_text_is_an_error(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"KEEPER_POLL_INTERVAL=\xff\xfe\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(base_env(), env_file=dotenv, env_file_required=True)
+    assert str(info.value) == f"--env-file {dotenv}: not UTF-8 text"
+
+
+def test_required_env_file_that_exists_is_read(tmp_path: Path) -> None:
+    dotenv = tmp_path / "keeper.env"
+    dotenv.write_text("KEEPER_POLL_INTERVAL=30\n")
+    assert load_settings(base_env(), env_file=dotenv, env_file_required=True).poll_interval == 30
+
+
 def test_given_env_replaces_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEPER_POLL_INTERVAL", "-1")
     monkeypatch.setenv("KEEPER_KEYSTORE", "/nope")
@@ -618,3 +650,103 @@ def test_ratios_reach_the_fee_policy_exactly() -> None:
     s = load(gas_limit_margin="1.00005", fee_bump_percent="12.50001")
     assert s.gas_limit_margin == 1.00005
     assert s.gas.bump_percent == 12.50001
+
+
+# --- fallback RPC URLs ---------------------------------------------------------------------------
+
+FALLBACK_A = "https://bob:sekret99@backup.example.org/v3/FALLBACKKEY1?k=FQUERY1"
+FALLBACK_B = "http://10.0.0.7:8545"
+FALLBACK_SECRETS = ("sekret99", "FALLBACKKEY1", "FQUERY1", "bob")
+
+
+def test_fallback_urls_are_split_in_order_and_kept_intact() -> None:
+    s = load(rpc_fallback_urls=f" {FALLBACK_A} ,, {FALLBACK_B},")
+    assert [u.get_secret_value() for u in s.rpc_fallback_urls] == [FALLBACK_A, FALLBACK_B]
+    assert s.rpc_urls() == (RPC, FALLBACK_A, FALLBACK_B)  # primary first: connect order
+    assert load().rpc_fallback_urls == () and load().rpc_urls() == (RPC,)
+    assert load(rpc_fallback_urls="").rpc_fallback_urls == ()  # empty is unset
+
+
+def test_fallback_urls_are_masked_wherever_shown() -> None:
+    s = load(rpc_fallback_urls=f"{FALLBACK_A},{FALLBACK_B}")
+    shown = dict(s.describe())["KEEPER_RPC_FALLBACK_URLS"]
+    assert shown == "https://***@backup.example.org/***, http://10.0.0.7:8545"
+    for text in (repr(s), str(s), s.model_dump_json(), repr(s.describe())):
+        for secret in FALLBACK_SECRETS:
+            assert secret not in text, (secret, text)
+    assert dict(load().describe())["KEEPER_RPC_FALLBACK_URLS"] == "(none)"
+
+
+def test_fallback_url_must_be_http_and_the_error_shows_it_masked() -> None:
+    message = error(rpc_fallback_urls=f"{FALLBACK_B},wss://bob:sekret99@ws.example/FALLBACKKEY1")
+    assert message == (
+        "KEEPER_RPC_FALLBACK_URLS: entry 2 must be an http(s) URL, got wss://***@ws.example/***"
+    )
+    assert error(rpc_fallback_urls="backup.example.org:8545") == (
+        "KEEPER_RPC_FALLBACK_URLS: entry 1 must be an http(s) URL, got <unparseable url>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "expected"),
+    [
+        (RPC + "/", "entry 1 repeats KEEPER_RPC_URL"),  # a trailing slash is the same endpoint
+        (f"{FALLBACK_B},{FALLBACK_A},{FALLBACK_B}", "entry 3 repeats entry 1"),
+    ],
+)
+def test_a_repeated_endpoint_is_no_fallback(fallbacks: str, expected: str) -> None:
+    message = error(rpc_fallback_urls=fallbacks)
+    assert message == f"KEEPER_RPC_FALLBACK_URLS: {expected}"
+    _assert_no_secret(message)
+
+
+# --- minimum gas balance -------------------------------------------------------------------------
+
+
+def test_min_gas_balance_defaults_to_one_deleverage_at_the_critical_cap() -> None:
+    # 450,000 gas x 1.25 = 562,500 gas limit, x 500 gwei = 0.28125 ETH
+    s = load()
+    assert s.min_gas_balance_eth is None
+    assert s.min_gas_balance_wei == 562_500 * 500 * 10**9 == 281_250_000_000_000_000
+    shown = dict(s.describe())["KEEPER_MIN_GAS_BALANCE_ETH"]
+    assert shown == "0.28125 ETH (one deleverage at the CRITICAL cap)"
+    # it follows the margin (rounded down, as the sender's gas limit) and the CRITICAL cap
+    s = load(gas_limit_margin="1.333333", max_fee_gwei_critical="200")
+    assert s.min_gas_balance_wei == 599_999 * 200 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("eth", "wei", "shown"),
+    [
+        ("0.05", 50_000_000_000_000_000, "0.05 ETH"),
+        ("2", 2 * 10**18, "2 ETH"),
+        ("1e-19", 1, "0.000000000000000001 ETH"),  # rounded up: a minimum is never lowered
+        ("0", 0, "0 ETH (check off)"),
+    ],
+)
+def test_min_gas_balance_in_eth_becomes_exact_wei(eth: str, wei: int, shown: str) -> None:
+    s = load(min_gas_balance_eth=eth)
+    assert s.min_gas_balance_wei == wei
+    assert dict(s.describe())["KEEPER_MIN_GAS_BALANCE_ETH"] == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("-0.01", "KEEPER_MIN_GAS_BALANCE_ETH: must be >= 0, got -0.01"),
+        ("lots", "KEEPER_MIN_GAS_BALANCE_ETH: must be a number, got 'lots'"),
+        ("inf", "KEEPER_MIN_GAS_BALANCE_ETH: must be a finite number, got 'inf'"),
+    ],
+)
+def test_min_gas_balance_errors(value: str, expected: str) -> None:
+    assert error(min_gas_balance_eth=value) == expected
+
+
+def test_eth_to_wei_and_back_are_exact() -> None:
+    assert eth_to_wei(0.57) == 570_000_000_000_000_000  # int(0.57 * 1e18) is ...999936
+    assert eth_to_wei(1.5e-18) == 2  # up
+    assert format_eth(281_250_000_000_000_000) == "0.28125 ETH"
+    assert format_eth(10_000 * 10**18) == "10000 ETH"
+    assert format_eth(0) == "0 ETH"
+    with pytest.raises(ValueError):
+        eth_to_wei(-1.0)

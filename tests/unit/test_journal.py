@@ -332,3 +332,40 @@ def test_a_reorged_intent_is_reopened_with_its_transactions_pending(tmp_path: Pa
         assert j.included_since(0) == []
         with pytest.raises(JournalError, match="not included"):
             j.reopen_intent(i, "again")
+
+
+def test_status_shows_the_journals_halts_and_transactions_in_flight(tmp_path: Path) -> None:
+    from keeper.status import journal_text
+
+    path = tmp_path / "journal.sqlite"
+    with Journal(path, clock=lambda: 1_000.0) as j:
+        tick = j.start_tick(77, 1)
+        j.finish_tick(tick, "error", "eth_blockNumber failed after 4 attempts")
+        j.record_vault_fault(VAULT, 3, True, "decide: RiskInputError: SOL.price_usd must be > 0")
+        i = j.record_intent(VAULT, "deleverage", VAULT, CALLDATA)
+        j.attach_nonce(i, 12)
+        j.record_transaction(i, h(1), 12, 30 * 10**9, 10**9, 90_000, b"\x02a")
+        j.record_transaction(i, h(2), 12, 34 * 10**9, 2 * 10**9, 90_000, b"\x02b")
+    with Journal(path, read_only=True) as ro:
+        text = journal_text(ro, now=1_060.0)
+        with pytest.raises(JournalError, match="readonly database"):
+            ro.start_tick(78, 1)  # read-only: a write is refused, nothing changes
+    assert "last tick: block 77, error (eth_blockNumber failed after 4 attempts), 60 s ago" in text
+    assert "HALTED" in text and "SOL.price_usd must be > 0" in text
+    row = next(line for line in text.splitlines() if h(2) in line).split()
+    # vault, action, nonce, last tx, max fee (gwei), replacements, age (s)
+    assert row == [VAULT, "deleverage", "12", h(2), "34.000", "1", "60"]
+
+
+def test_a_missing_or_older_journal_is_refused_read_only(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="cannot"):
+        Journal(tmp_path / "none.sqlite", read_only=True)
+    old = tmp_path / "v1.sqlite"
+    raw = sqlite3.connect(old)
+    raw.executescript(MIGRATIONS[0][1])
+    raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    raw.execute("INSERT INTO schema_version VALUES (1)")
+    raw.commit()
+    raw.close()
+    with pytest.raises(JournalError, match="schema 1, this keeper reads 2"):
+        Journal(old, read_only=True)

@@ -60,3 +60,14 @@ def test_floor_never_exceeds_and_ceil_never_falls_short(amount: float, decimals:
     assert lo <= hi <= lo + 1
     exact = Decimal(repr(amount)) * 10**decimals
     assert lo <= exact <= hi
+
+
+@pytest.mark.parametrize(("bps", "ok"), [(0, False), (1, True), (100, True), (101, False)])
+def test_a_mandate_slippage_bound_is_the_vaults_1_to_100_bps(bps: int, ok: bool) -> None:
+    from tests.unit.conftest import mandate
+
+    if ok:
+        assert mandate(max_slippage_bps=bps).max_slippage_bps == bps
+    else:
+        with pytest.raises(RiskInputError, match="max_slippage_bps"):
+            mandate(max_slippage_bps=bps)

@@ -16,6 +16,7 @@ from keeper.errors import ConfigError
 from keeper.signer import (
     account_from_keystore,
     account_from_private_key,
+    key_setting,
     load_signer,
     read_password_file,
 )
@@ -223,3 +224,12 @@ def test_key_and_password_never_logged(tmp_path: Path, caplog: pytest.LogCapture
     for secret in (KEY_HEX, KEY_HEX.upper(), PASSWORD, "hunter2"):
         assert secret not in caplog.text
         assert secret not in str(info.value)
+
+
+def test_key_setting_names_the_key_source_without_the_key(tmp_path: Path) -> None:
+    """What a start-up check's error line starts with: the setting the key came from."""
+    assert key_setting(settings(private_key=KEY)) == "KEEPER_PRIVATE_KEY"
+    from_keystore = keystore_settings(tmp_path)
+    assert key_setting(from_keystore) == f"KEEPER_KEYSTORE {tmp_path / 'keystore.json'}"
+    assert load_signer(from_keystore) is not None  # the source named is the one that loads
+    assert key_setting(settings(dry_run="true")) == "KEEPER_PRIVATE_KEY"  # no key: what to set
