@@ -96,6 +96,7 @@ __all__ = [
     "decide",
     "decide_batch",
     "gate",
+    "risk_reducing_only",
     "settlements",
 ]
 
@@ -597,6 +598,57 @@ def settlements(
         for sid, expiry, size in options
         if size != 0 and expiry <= now
     ]
+
+
+def _shrinks_net_delta(action: Action) -> bool:
+    """Every perp leg moves its underlying's net delta (units) strictly toward zero, from the
+    book the leg trades on: post-rebalance when the action carries a rebalance (a combined call
+    files the hedge's inputs under ``hedge.``). False when the inputs do not say."""
+    for u, leg in action.perp_legs.items():
+        base = next(
+            (
+                action.inputs[k]
+                for k in (
+                    f"net_delta_post_rebalance.{u}",
+                    f"hedge.net_delta_post_rebalance.{u}",
+                    f"net_delta.{u}",
+                    f"hedge.net_delta.{u}",
+                )
+                if k in action.inputs
+            ),
+            None,
+        )
+        if base is None or isinstance(base, str) or not abs(base + leg) < abs(base):
+            return False
+    return True
+
+
+def risk_reducing_only(actions: Sequence[Action]) -> tuple[list[Action], list[Action]]:
+    """Split ``actions`` into (kept, held_back), order kept: what may still go while a vault's
+    prices are suspect (its circuit breaker is open, `keeper.breaker`). By kind and legs, never
+    by urgency (a fee tier: a HIGH rebalance may be a cut or a delta sale):
+
+    - DELEVERAGE, REPAY (the deleverage's repay and the sweep: debt only goes down) and SETTLE:
+      always kept;
+    - REBALANCE: kept if it only sells (no spot leg > 0, so debt and leverage fall — the delta
+      cut, most cuts to target) and any perp legs it carries shrink |net delta|; a re-lever or
+      a rotation that buys is held back;
+    - HEDGE: kept if every perp leg shrinks its underlying's |net delta| (from the action's
+      inputs); held back if one grows it or the inputs do not say.
+    """
+    kept: list[Action] = []
+    held: list[Action] = []
+    for a in actions:
+        if a.kind in (ActionKind.DELEVERAGE, ActionKind.REPAY, ActionKind.SETTLE):
+            ok = True
+        elif a.kind is ActionKind.REBALANCE:
+            ok = all(q <= 0 for q in a.spot_legs.values()) and _shrinks_net_delta(a)
+        elif a.kind is ActionKind.HEDGE:
+            ok = _shrinks_net_delta(a)
+        else:
+            ok = False
+        (kept if ok else held).append(a)
+    return kept, held
 
 
 def _why_not(r: Rows, v: int) -> str:

@@ -16,6 +16,7 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.exceptions import BlockNotFound
 
+from keeper.breaker import BreakerBook
 from keeper.chain.convert import to_mandate, to_vault_state
 from keeper.chain.reader import PriceHistoryBook, SnapshotReader
 from keeper.chain.rpc_errors import read_failure
@@ -52,6 +53,8 @@ class TickReport:
     actions: dict[ChecksumAddress, list[Action]] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     stale: list[ChecksumAddress] = field(default_factory=list)
+    #: Vaults whose breaker is open → why (risk-increasing actions held back).
+    breaker: dict[ChecksumAddress, str] = field(default_factory=dict)
     #: Vaults whose read, decision or build failed this tick → what failed.
     faults: dict[ChecksumAddress, str] = field(default_factory=dict)
     error: str | None = None
@@ -93,6 +96,8 @@ class KeeperService:
         self.symbols: dict[ChecksumAddress, str] = {}
         #: The newest block this process has seen (see `_read_head`).
         self._head = 0
+        #: Feed jumps and venue disagreement: risk-increasing actions held back while open.
+        self.breaker = BreakerBook()
         self.feed_decimals: dict[ChecksumAddress, int] = {}
         self._lock = threading.Lock()
 
@@ -109,6 +114,8 @@ class KeeperService:
         block = int(self.w3.eth.block_number)
         snaps = self.reader.read(self.vaults, block)
         self._learn_metadata(list(snaps.values()), block)
+        self.breaker.seed(self.reader.previous_rounds(snaps.values(), block))
+        self.breaker.update(snaps, self.symbols)
         self._head = block
         self.journal.clear_halts()
         outcomes = self.sender.reconcile(until=self.clock.now() + self.tick_deadline_s)
@@ -304,6 +311,8 @@ class KeeperService:
                     self.halted[vault],
                 )
         self._learn_metadata(list(snaps.values()), report.block)
+        self.breaker.update(snaps, self.symbols)
+        report.breaker = {v: self.breaker.describe(v) for v in snaps if self.breaker.is_open(v)}
         latest = {
             a.price_feed: (a.price_round, self.feed_decimals.get(a.price_feed, 8))
             for s in snaps.values()
@@ -341,7 +350,8 @@ class KeeperService:
             out = {}
             for v, risk_actions in zip(vs, decided, strict=True):
                 expired = [(o.series_id, o.expiry, o.size) for o in some[v].options]
-                out[v] = settlements(v, expired, some[v].timestamp) + risk_actions
+                actions = settlements(v, expired, some[v].timestamp) + risk_actions
+                out[v] = self.breaker.gate(v, actions)
             return out
 
         def decide(some: Snapshots) -> dict[ChecksumAddress, list[Action]]:

@@ -38,6 +38,10 @@ def greeks_table(snap: VaultSnapshot, symbols: dict[str, str]) -> str:
 
 def status_text(service: KeeperService) -> str:
     snaps = service.read_now()
+    if snaps:
+        block = next(iter(snaps.values())).block_number
+        service.breaker.seed(service.reader.previous_rounds(snaps.values(), block))
+        service.breaker.update(snaps, service.symbols)
     symbols: dict[str, str] = {str(k): v for k, v in service.symbols.items()}
     parts = []
     for vault, snap in snaps.items():
@@ -50,7 +54,7 @@ def status_text(service: KeeperService) -> str:
         parts.append(
             f"high-water mark NAV {usd(hwm_nav)}; last keeper action at {snap.last_action_at}; "
             f"health {ratio(snap.health)} vs minimum {ratio(snap.mandate.min_health)}; "
-            f"NAV {usd(snap.total_assets)}"
+            f"NAV {usd(snap.total_assets)}; {service.breaker.describe(vault)}"
         )
         parts.append("")
     missing = [v for v in service.vaults if v not in snaps]

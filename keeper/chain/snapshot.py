@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, TypeVar
 
 from eth_typing import ChecksumAddress
@@ -12,6 +12,12 @@ from keeper.errors import ChainReadError
 
 #: Health and leverage the contract reports as "infinite" (no debt, no perps, zero NAV).
 UINT256_MAX = 2**256 - 1
+BPS = 10_000
+
+#: Marks a field that `snapshot()` does not return: the reader fills it from another call of the
+#: same multicall. Left out of ABI decoding and of equality (two reads of the same `snapshot()`
+#: compare equal whether or not the venue was quoted alongside).
+_NOT_ABI: dict[str, bool] = {"abi": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,11 @@ class AssetSnapshot:
     perp_entry_price: int  # USD WAD
     perp_pnl: int  # USDC units, net of funding
     perp_maintenance_margin: int  # WAD
+    #: The swap venue's price of one whole token, USD WAD, its fee and impact backed out
+    #: (`venue_mid_wad`); 0 when not read (not quoted yet, or the venue refused to quote).
+    venue_price: int = field(default=0, compare=False, metadata=_NOT_ABI)
+    #: The feed the venue lists this token against (None when not read).
+    venue_feed: ChecksumAddress | None = field(default=None, compare=False, metadata=_NOT_ABI)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +111,16 @@ def _addr(value: Any) -> ChecksumAddress:
 _T = TypeVar("_T")
 
 
+def _abi_fields(cls: type[Any]) -> list[Field[Any]]:
+    return [f for f in fields(cls) if f.metadata.get("abi", True)]
+
+
 def _build(cls: type[_T], values: Any) -> _T:
     """`cls` from positional ABI values; address fields are checksummed. Raises ValueError on
     a length mismatch (an ABI that is not the one this keeper knows)."""
     kwargs = {
         f.name: _addr(v) if f.type == "ChecksumAddress" else v
-        for f, v in zip(fields(cls), values, strict=True)  # type: ignore[arg-type]
+        for f, v in zip(_abi_fields(cls), values, strict=True)
     }
     return cls(**kwargs)
 
@@ -128,6 +143,17 @@ def decode_snapshot(vault: str, raw: tuple[Any, ...] | list[Any]) -> VaultSnapsh
         raise ChainReadError(
             f"vault {vault}: snapshot() returned an unexpected shape ({exc})"
         ) from None
+
+
+def venue_mid_wad(amount_out: int, usdc_decimals: int, fee_bps: int, impact_bps: int) -> int:
+    """The venue's price (USD WAD) for one whole token, from `SwapVenue.quote(token, usdc,
+    10**decimals)`: the quote is value × (1 − fee − impact), so the USDC out, scaled to WAD, is
+    divided by (BPS − fee − impact) / BPS. Floored; the quote's own flooring of `amount_out`
+    makes this low by under one USDC unit (1e-6 USD). 0 when fee + impact leave nothing."""
+    net_bps = BPS - fee_bps - impact_bps
+    if amount_out <= 0 or net_bps <= 0 or usdc_decimals > 18:
+        return 0
+    return int(amount_out * 10 ** (18 - usdc_decimals) * BPS // net_bps)
 
 
 def wad_to_float(value: int) -> float:

@@ -7,6 +7,8 @@ no test sleeps; a clock hook can mine blocks when the sender waits.
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from keeper.devnet.local import LocalChain, local_chain
 from keeper.devnet.market import Market
 from keeper.devnet.service import build_local_service
 from keeper.devnet.tester import in_process_web3
+from keeper.logs import configure_logging
 from keeper.service import KeeperService
 
 BACKENDS = ("tester", "anvil")
@@ -118,3 +121,22 @@ def move(market: Market, env: Env, eth: float, btc: float, hours: float = 1.0) -
     market.spot = {"ETH": 3_000.0 * eth, "BTC": 60_000.0 * btc}
     market.advance(hours)
     market.push()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Everything the keeper process would log, at DEBUG (web3 and urllib3 included: they quote
+    URLs, the loudest leakers of secrets), through configure_logging's masking handler."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = ("web3", "urllib3", "apscheduler", "asyncio", "eth")
+    levels = {name: logging.getLogger(name).level for name in noisy}
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    for name in ("web3", "urllib3"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)

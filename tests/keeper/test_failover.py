@@ -16,7 +16,6 @@ FakeClock: no test sleeps, and the cool-down is crossed by moving the clock.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,7 +28,6 @@ from keeper.chain.retry import RetryPolicy
 from keeper.devnet.anvil import Anvil
 from keeper.devnet.market import Market
 from keeper.devnet.service import build_local_service
-from keeper.logs import configure_logging
 from keeper.service import KeeperService
 from tests.keeper.conftest import Env, FakeClock, move
 from tests.keeper.faulty_rpc import FaultyRpc
@@ -57,25 +55,6 @@ class SuddenDeath:
             self.dead = True
             return "drop_after"
         return None
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Everything the keeper process would log, at DEBUG (web3 and urllib3 included: they quote
-    URLs), through configure_logging's masking handler."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    noisy = ("web3", "urllib3", "apscheduler", "asyncio", "eth")
-    levels = {name: logging.getLogger(name).level for name in noisy}
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    for name in ("web3", "urllib3"):
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, saved in levels.items():
-        logging.getLogger(name).setLevel(saved)
 
 
 @pytest.fixture

@@ -106,22 +106,32 @@ def run_with_timeout(service: KeeperService, **kwargs: int) -> int:
     return result["code"]
 
 
+def failing_ticks(
+    service: KeeperService, raise_on: Callable[[int], BaseException | None]
+) -> dict[str, int]:
+    """Make the n-th tick (1-based) raise `raise_on(n)` when that is not None; the others run
+    for real. Returns the call counter."""
+    calls = {"n": 0}
+    real = service._tick
+
+    def patched(*args: object) -> None:
+        calls["n"] += 1
+        exc = raise_on(calls["n"])
+        if exc is not None:
+            raise exc
+        real(*args)  # type: ignore[arg-type]
+
+    service._tick = patched  # type: ignore[method-assign]
+    return calls
+
+
 def test_a_bug_in_a_tick_stops_the_scheduler_with_exit_code_1(
     env: Env,
     make_service: Callable[..., KeeperService],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     service = make_service()
-    calls = {"n": 0}
-    real = service._tick
-
-    def buggy(*args: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Boom("a bug")
-        real(*args)  # type: ignore[arg-type]
-
-    service._tick = buggy  # type: ignore[method-assign]
+    calls = failing_ticks(service, lambda n: Boom("a bug") if n == 2 else None)
     assert run_with_timeout(service) == EXIT_BUG == 1
     assert calls["n"] == 2  # no tick after the bug
     assert "tick raised Boom: a bug; stopping with exit code 1" in caplog.text
@@ -133,16 +143,10 @@ def test_too_many_failed_ticks_in_a_row_stop_it_with_exit_code_3(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     service = make_service()
-    calls = {"n": 0}
-    real = service._tick
-
-    def flaky(*args: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1 or calls["n"] >= 3:  # one failure, a good tick, then only failures
-            raise ChainReadError("RPC down")
-        real(*args)  # type: ignore[arg-type]
-
-    service._tick = flaky  # type: ignore[method-assign]
+    # One failure, a good tick (the count restarts), then only failures.
+    calls = failing_ticks(
+        service, lambda n: ChainReadError("RPC down") if n == 1 or n >= 3 else None
+    )
     assert run_with_timeout(service, max_consecutive_failures=4) == EXIT_FAILING == 3
     assert calls["n"] == 6  # 1 failed, 1 good (the count restarts), then 4 failed
     assert "4 ticks in a row failed (last: RPC down); stopping with exit code 3" in caplog.text

@@ -23,17 +23,13 @@ write.
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from keeper.chain.connect import connect
 from keeper.chain.retry import RetryPolicy
 from keeper.devnet.market import Market
 from keeper.devnet.service import build_local_service
-from keeper.logs import configure_logging
 from keeper.service import KeeperService
 from tests.keeper.conftest import Env, FakeClock, move
 from tests.keeper.faulty_rpc import FaultyRpc
@@ -81,24 +77,6 @@ class Weather:
         if self.reads % 3 == 1:
             return READ_FAULTS[(self.reads // 3) % len(READ_FAULTS)]
         return None
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Everything the keeper process would log, at DEBUG, through configure_logging's handler."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    noisy = ("web3", "urllib3", "apscheduler", "asyncio", "eth")
-    levels = {name: logging.getLogger(name).level for name in noisy}
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    for name in ("web3", "urllib3"):
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, saved in levels.items():
-        logging.getLogger(name).setLevel(saved)
 
 
 def secret_count(text: str) -> int:
