@@ -96,6 +96,8 @@ class KeeperService:
         self.symbols: dict[ChecksumAddress, str] = {}
         #: The newest block this process has seen (see `_read_head`).
         self._head = 0
+        #: Nonce gaps open at the end of the last tick (see `_fill_old_gaps`).
+        self._gaps_seen: set[int] = set()
         #: Feed jumps and venue disagreement: risk-increasing actions held back while open.
         self.breaker = BreakerBook()
         self.feed_decimals: dict[ChecksumAddress, int] = {}
@@ -390,6 +392,29 @@ class KeeperService:
             else:
                 queues[vault] = list(actions)
         self._act_in_waves(tick_id, report, snaps, queues, started, decide)
+        self._fill_old_gaps(report, started)
+
+    def _fill_old_gaps(self, report: TickReport, started: float) -> None:
+        """A nonce gap (a nonce released, or reopened by a reorg, below one still in flight)
+        blocks every transaction above it. The next action of any vault takes it; one still
+        open after a whole tick is filled with a no-op, so nothing waits on it longer."""
+        nonces = self.sender.nonces
+        if nonces is None:
+            return
+        gaps = set(nonces.gaps)
+        stale = gaps & self._gaps_seen
+        self._gaps_seen = gaps - stale
+        subs: list[Submitted] = []
+        for _ in stale:
+            filled = self.sender.fill_gap()
+            if isinstance(filled, Submitted):
+                subs.append(filled)
+            elif filled is not None:
+                report.outcomes.append(filled)
+        if subs:
+            report.outcomes.extend(
+                self.sender.confirm_all(subs, until=started + self.tick_deadline_s)
+            )
 
     def _act_in_waves(
         self,

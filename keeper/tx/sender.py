@@ -62,6 +62,9 @@ MAX_GAS_NUDGES = 256
 #: Blocks within which an included action is checked again for a reorg every tick (Ethereum
 #: mainnet finalizes after two epochs, 64 slots).
 REORG_DEPTH = 64
+#: The journal's kind for a no-op that fills a nonce gap, and its gas (a plain transfer).
+GAP_FILL_KIND = "fill_nonce_gap"
+NO_OP_GAS = 21_000
 #: Broadcast answers after which the transaction may be out there: keep the nonce, confirm.
 _DOUBTFUL = (RpcErrorKind.MAYBE_SENT, RpcErrorKind.UNKNOWN)
 
@@ -351,6 +354,47 @@ class TxSender:
                 )
             affected.append(intent.vault)
         return affected
+
+    def fill_gap(self, nonce_hint: int | None = None) -> Submitted | Outcome | None:
+        """Fill the lowest open nonce gap with a no-op: a zero-value transfer to ourselves,
+        journaled like any action (intent kind ``fill_nonce_gap``) and priced HIGH, so the
+        transactions above the gap can be mined. None when there is no gap (or no key)."""
+        if self.nonces is None or self.account is None or not self.nonces.gaps:
+            return None
+        try:
+            inputs = fetch_fee_inputs(self.w3)
+            fees = suggest_fees(inputs, Urgency.HIGH, self.fee_policy)
+        except (ChainReadError, FeeCapTooLow) as exc:
+            logger.warning("nonce gap %s not filled this tick: %s", sorted(self.nonces.gaps), exc)
+            return None
+        intent_id = self.journal.record_intent(
+            self.address, GAP_FILL_KIND, self.address, b"", status="pending"
+        )
+        nonce = self.nonces.allocate()  # the lowest gap
+        self.journal.attach_nonce(intent_id, nonce)
+        pending = _Pending(
+            intent_id,
+            self.address,
+            GAP_FILL_KIND,
+            self._unsigned(self.address, HexBytes(b""), NO_OP_GAS, nonce),
+            Urgency.HIGH,
+        )
+        pending, tx_hash, raw = self._sign_and_record(pending, fees, first=True)
+        logger.warning(
+            "nonce %d is a gap below transactions in flight: filling it with a no-op %s",
+            nonce,
+            tx_hash,
+        )
+        fault = self._broadcast(raw)
+        if fault is None:
+            return Submitted(pending, fees, [tx_hash])
+        if fault.kind in _DOUBTFUL:
+            self._log_doubt(pending, tx_hash, fault)
+            return Submitted(pending, fees, [tx_hash], doubtful=True)
+        if fault.kind is RpcErrorKind.NONCE_TOO_LOW:
+            used = self._settle_used_nonce(pending, [tx_hash], fees, 0, fault)
+            return used if used is not None else Submitted(pending, fees, [tx_hash])
+        return self._refused(pending, tx_hash, fault)
 
     @property
     def in_flight(self) -> dict[int, str]:

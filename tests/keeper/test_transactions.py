@@ -16,9 +16,7 @@ RISK_REDUCING = ("deleverage", "repayDebt")
 
 
 def fee_steps(service: KeeperService, vault: str) -> list[tuple[int, int]]:
-    (intent,) = [
-        i for i in service.journal.recent_intents(vault=vault) if i.kind in RISK_REDUCING
-    ]
+    (intent,) = [i for i in service.journal.recent_intents(vault=vault) if i.kind in RISK_REDUCING]
     return [(t.max_fee_per_gas, t.max_priority_fee_per_gas) for t in intent.transactions]
 
 
@@ -190,3 +188,31 @@ def test_first_actions_of_every_vault_share_one_block(
     for o in later:
         block = int(env.w3.eth.get_transaction_receipt(o.tx_hash)["blockNumber"])  # type: ignore[arg-type]
         assert block > next(iter(blocks))
+
+
+def test_a_nonce_gap_left_open_for_a_whole_tick_is_filled_with_a_no_op(
+    anvil_env: Env, market: Market, clock: FakeClock, make_service: Callable[..., KeeperService]
+) -> None:
+    env, balanced = anvil_env, anvil_env.dep.vaults[0]
+    service = make_service(TX_TIMEOUT="5")
+    nonces = service.sender.nonces
+    assert nonces is not None
+    start = env.nonce("latest")
+    hole = nonces.allocate()  # taken, never broadcast: what a send that died before it leaves
+    move(market, env, 0.65, 0.70)
+    first = service.tick()  # every action goes out above the hole and waits behind it
+    assert {o.status for o in first.outcomes} == {"pending"}
+    assert env.nonce("latest") == start
+    assert nonces.release(hole) and nonces.gaps == frozenset({hole})
+    ticks = [service.tick() for _ in range(3)]
+    fills = [i for i in service.journal.recent_intents(limit=100) if i.kind == "fill_nonce_gap"]
+    assert [(i.nonce, i.status) for i in fills] == [(hole, "mined")]
+    filled_in = next(
+        n for n, t in enumerate(ticks) if any(o.function == "fill_nonce_gap" for o in t.outcomes)
+    )
+    assert filled_in == 1  # open at the end of one whole tick, filled in the next
+    intents = service.journal.recent_intents(limit=100)
+    assert all(i.status == "mined" for i in intents), [(i.kind, i.status) for i in intents]
+    assert env.nonce("latest") == start + len(intents) == env.nonce("pending")
+    risk = [i for i in intents if i.vault == balanced and i.kind in RISK_REDUCING]
+    assert len(risk) == 1
