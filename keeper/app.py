@@ -14,6 +14,7 @@ from keeper.config import Settings, env_name, resolve_vaults
 from keeper.errors import ConfigError
 from keeper.journal import Journal
 from keeper.masking import register_secret_url
+from keeper.ports import SnapshotSource
 from keeper.service import KeeperService
 from keeper.tx.nonce import NonceManager
 from keeper.tx.sender import SendPolicy, TxSender
@@ -36,7 +37,7 @@ def vault_sources(settings: Settings) -> dict[ChecksumAddress, str]:
     }
 
 
-def verify_vaults(settings: Settings, reader: SnapshotReader) -> None:
+def verify_vaults(settings: Settings, reader: SnapshotSource) -> None:
     """Refuse to start on an address that is not a RiskVault, naming the setting it came from
     (KEEPER_VAULTS or KEEPER_DEPLOYMENT) so the operator knows which one to fix."""
     by_source: dict[str, list[ChecksumAddress]] = {}

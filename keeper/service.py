@@ -18,14 +18,14 @@ from web3.exceptions import BlockNotFound
 
 from keeper.breaker import BreakerBook
 from keeper.chain.convert import to_mandate, to_vault_state
-from keeper.chain.reader import PriceHistoryBook, SnapshotReader
+from keeper.chain.reader import PriceHistoryBook
 from keeper.chain.rpc_errors import read_failure
 from keeper.chain.snapshot import VaultSnapshot
 from keeper.clock import Clock
 from keeper.errors import KeeperError, StaleDataError
 from keeper.inputs import costs, market_view
-from keeper.journal import Journal
 from keeper.policy import decide_batch, settlements
+from keeper.ports import JournalPort, PriceHistorySource, SnapshotSource
 from keeper.risk.actions import Action, ActionKind
 from keeper.risk.types import Costs, MarketView
 from keeper.tx.builder import build_call
@@ -67,19 +67,20 @@ class KeeperService:
         self,
         w3: Web3,
         vaults: Sequence[ChecksumAddress],
-        reader: SnapshotReader,
+        reader: SnapshotSource,
         sender: TxSender,
-        journal: Journal,
+        journal: JournalPort,
         clock: Clock,
         max_staleness_s: int,
         tick_deadline_s: float,
         expected_chain_id: int | None = None,
         halt_after: int = HALT_AFTER,
+        history: PriceHistorySource | None = None,
     ) -> None:
         self.w3 = w3
         self.vaults = list(vaults)
         self.reader = reader
-        self.history = PriceHistoryBook(reader)
+        self.history: PriceHistorySource = history or PriceHistoryBook(reader)
         self.sender = sender
         self.journal = journal
         self.clock = clock

@@ -34,6 +34,7 @@ from keeper.chain.multicall import MULTICALL3_ADDRESS
 from keeper.chain.rpc_errors import read_failure
 from keeper.chain.snapshot import VaultSnapshot, decode_snapshot, venue_mid_wad
 from keeper.errors import ChainReadError, ConfigError
+from keeper.ports import SnapshotSource
 
 logger = logging.getLogger(__name__)
 
@@ -395,7 +396,7 @@ class PriceHistoryBook:
 
     def __init__(
         self,
-        reader: SnapshotReader,
+        reader: SnapshotSource,
         bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
         max_points: int = 5_000,
     ) -> None:
