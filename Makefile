@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: all install test test-unit test-integration demo compile gas bench bench-cycle bench-sim bench-latency simulate lint clean
+.PHONY: all install promtool test test-unit test-integration demo compile gas bench bench-cycle bench-sim bench-latency simulate lint clean
 
 all: test
 
@@ -21,7 +21,23 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.stamp node_modules/.stamp
+install: $(VENV)/.stamp node_modules/.stamp promtool
+
+# promtool unit-tests ops/alerts.yml (tests/ops/test_alerts.py). It comes with Debian's
+# `prometheus` package (~10 s; the package starts no service): installed only when missing,
+# with sudo only when not root. Without apt-get, say so: that test then skips, naming why.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "promtool not found and no apt-get: install Prometheus's promtool by hand" >&2; \
+	    exit 0; \
+	  fi; \
+	  sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	}
 
 # Recompile contracts/ into abis/ (deterministic; the artifacts are committed).
 compile: node_modules/.stamp

@@ -170,18 +170,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ):
             logger.info("start-up check %s: %s", check.name, check.found)
         service = build_service(settings, account, w3=w3)
-        service.start(verify_vaults=False)
-    if args.once:
-        report = service.tick()
-        service.journal.close()
-        return 0 if report.error is None else 1
-    return run_scheduler(
-        service,
-        settings.poll_interval,
-        max_consecutive_failures=settings.max_consecutive_failures,
-        head_poll_s=settings.head_poll_interval,
-        head_stall_s=settings.head_stall,
+        metrics, server = _start_metrics(settings)  # before start(): /readyz says 503 till then
+        reconciled = service.start(verify_vaults=False)
+        if metrics is not None:
+            metrics.observe_started(service, reconciled)
+    try:
+        if args.once:
+            report = service.tick()
+            if metrics is not None:
+                metrics.observe_tick(report, service)
+            service.journal.close()
+            return 0 if report.error is None else 1
+        return run_scheduler(
+            service,
+            settings.poll_interval,
+            max_consecutive_failures=settings.max_consecutive_failures,
+            head_poll_s=settings.head_poll_interval,
+            head_stall_s=settings.head_stall,
+            metrics=metrics,
+        )
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _start_metrics(settings: Any) -> tuple[Any, Any]:
+    """The Prometheus endpoint when KEEPER_METRICS_PORT is set: (metrics, server), else
+    (None, None). Imported only then: prometheus-client is not needed otherwise."""
+    if settings.metrics_port is None:
+        return None, None
+    from keeper.metrics import KeeperMetrics
+
+    metrics = KeeperMetrics(
+        interval_s=settings.poll_interval, min_gas_balance_wei=settings.min_gas_balance_wei
     )
+    server = metrics.serve(settings.metrics_port, settings.metrics_host)
+    logger.info("metrics on %s/metrics (and /healthz, /readyz)", server.url)
+    return metrics, server
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

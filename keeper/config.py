@@ -208,6 +208,16 @@ class Settings(BaseSettings):
         description="Seconds between head polls; a new block starts a tick at once (0: ticks "
         "on the poll interval only).",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the Prometheus endpoint (/metrics, /healthz, /readyz); unset: off.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the Prometheus endpoint listens on (loopback unless set).",
+    )
     head_stall: float = Field(
         default=120.0,
         gt=0,

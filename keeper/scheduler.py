@@ -32,6 +32,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from keeper.chain.rpc_errors import RpcErrorKind, classify
 
 if TYPE_CHECKING:
+    from keeper.metrics import KeeperMetrics
     from keeper.service import KeeperService
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,10 @@ class KeeperLoop:
         max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
         head_poll_s: float = HEAD_POLL_S,
         head_stall_s: float = HEAD_STALL_S,
+        metrics: KeeperMetrics | None = None,
     ) -> None:
         self.service = service
+        self.metrics = metrics
         self.interval_s = interval_s
         self.max_consecutive_failures = max_consecutive_failures
         self.head_poll_s = head_poll_s
@@ -91,6 +94,9 @@ class KeeperLoop:
     # ------------------------------------------------------------------ jobs
     def _tick(self) -> None:
         report = self.service.tick()
+        if self.metrics is not None:
+            self.metrics.observe_tick(report, self.service)
+            self._observe_balance()
         w = self._watch
         w.failed = w.failed + 1 if report.error is not None else 0
         if w.failed >= self.max_consecutive_failures and w.exit == 0:
@@ -112,6 +118,8 @@ class KeeperLoop:
             head = self._watch.head
         now = time.monotonic()
         w, service = self._watch, self.service
+        if self.metrics is not None and head >= 0:
+            self.metrics.observe_head(head)
         if head > w.head:
             if service.head_stalled_since is not None:
                 logger.warning("head moving again: block %d", head)
@@ -130,6 +138,19 @@ class KeeperLoop:
                 now - w.moved_at,
                 self.head_stall_s,
             )
+
+    def _observe_balance(self) -> None:
+        """The signer's native balance, for the gas-balance alerts (a failed read is skipped)."""
+        assert self.metrics is not None
+        address = self.service.sender.address
+        try:
+            wei = int(self.service.w3.eth.get_balance(address))
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            if classify(exc).kind is RpcErrorKind.NOT_RPC:
+                raise
+            logger.debug("balance read failed: %s", type(exc).__name__)
+            return
+        self.metrics.observe_balance(wei)
 
     def _on_error(self, event: JobExecutionEvent) -> None:
         exc = event.exception
@@ -181,10 +202,11 @@ def run_scheduler(
     max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
     head_poll_s: float = HEAD_POLL_S,
     head_stall_s: float = HEAD_STALL_S,
+    metrics: KeeperMetrics | None = None,
 ) -> int:
     """Run the keeper until stopped (see the module docstring); its exit code."""
     return KeeperLoop(
-        service, interval_s, max_consecutive_failures, head_poll_s, head_stall_s
+        service, interval_s, max_consecutive_failures, head_poll_s, head_stall_s, metrics
     ).run()
 
 

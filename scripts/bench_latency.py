@@ -7,8 +7,9 @@ market crashes in one block (every spot, vol and option-mark round sent at once,
 together); the trial ends when the balanced vault's risk-reducing action is mined. Latency is
 counted from the block holding the oracle rounds to the block holding the action, in blocks and
 in chain seconds (block timestamps). The crash is sent just after the keeper's first tick: for
-interval-only ticking that is the worst case (a whole interval to wait; half of one on average). The chain is reverted to its pre-crash snapshot between
-trials; each trial has a fresh keeper and journal.
+interval-only ticking that is the worst case (a whole interval to wait; half of one on
+average). The chain is reverted to its pre-crash snapshot between trials; each trial has a
+fresh keeper and journal.
 """
 
 from __future__ import annotations
