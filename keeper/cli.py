@@ -155,13 +155,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from keeper.app import build_service, connect_node
+    from keeper.notify import Notifier
     from keeper.scheduler import run_scheduler
+    from keeper.service import TickReport
     from keeper.signer import load_signer
     from keeper.startup import run_startup_checks
 
     settings = _settings(args)
     _configure_keeper_logging(settings, args.json)
     with _quiet_start():
+        # First: it registers the URLs' tokens for masking, and a bad URL is one line, exit 2.
+        notifier = Notifier([u.get_secret_value() for u in settings.notify_urls])
         account = load_signer(settings)
         w3 = connect_node(settings)
         # Before the journal is opened or a nonce read: a refused start leaves nothing behind.
@@ -174,11 +178,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reconciled = service.start(verify_vaults=False)
         if metrics is not None:
             metrics.observe_started(service, reconciled)
+    notifier.from_tick(TickReport(block=-1, outcomes=list(reconciled)))
     try:
         if args.once:
             report = service.tick()
             if metrics is not None:
                 metrics.observe_tick(report, service)
+            notifier.from_tick(report, service.halted)
             service.journal.close()
             return 0 if report.error is None else 1
         return run_scheduler(
@@ -188,10 +194,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             head_poll_s=settings.head_poll_interval,
             head_stall_s=settings.head_stall,
             metrics=metrics,
+            notifier=notifier,
+            min_gas_balance_wei=settings.min_gas_balance_wei,
         )
     finally:
         if server is not None:
             server.close()
+        notifier.close()
 
 
 def _start_metrics(settings: Any) -> tuple[Any, Any]:

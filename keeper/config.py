@@ -208,6 +208,12 @@ class Settings(BaseSettings):
         description="Seconds between head polls; a new block starts a tick at once (0: ticks "
         "on the poll interval only).",
     )
+    notify_urls: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated apprise URLs (slack://, tgram://, discord://, "
+        "pagerduty://, mailto://, json://...) told of deleverages, failed actions, halted "
+        "vaults and a low gas balance. Hold tokens: only ever shown masked.",
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=1,
@@ -276,6 +282,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"entry {index} {problem}")
             urls.append(SecretStr(url))
         return tuple(urls)
+
+    @field_validator("notify_urls", mode="before")
+    @classmethod
+    def _split_notify_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        return tuple(
+            SecretStr((e.get_secret_value() if isinstance(e, SecretStr) else str(e)).strip())
+            for e in value
+        )
 
     @field_validator("private_key")
     @classmethod
@@ -473,6 +491,8 @@ class Settings(BaseSettings):
         if field == "rpc_fallback_urls":
             masked = [mask_rpc_url(s.get_secret_value()) for s in value]
             return ", ".join(masked) if masked else "(none)"
+        if field == "notify_urls":
+            return f"{len(value)} URL(s), masked" if value else "(none)"
         if field == "private_key":
             return MASK if value is not None else UNSET
         if field == "min_gas_balance_eth":

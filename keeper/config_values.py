@@ -53,7 +53,7 @@ _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _PRIVATE_KEY_RE = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 #: Fields whose input must never appear in a message, not even a malformed one.
-_SECRET_FIELDS = frozenset({"rpc_url", "rpc_fallback_urls", "private_key"})
+_SECRET_FIELDS = frozenset({"rpc_url", "rpc_fallback_urls", "private_key", "notify_urls"})
 _FEE_CAP_FIELDS: tuple[tuple[Urgency, str], ...] = (
     (Urgency.LOW, "max_fee_gwei_low"),
     (Urgency.NORMAL, "max_fee_gwei_normal"),

@@ -33,6 +33,7 @@ from keeper.chain.rpc_errors import RpcErrorKind, classify
 
 if TYPE_CHECKING:
     from keeper.metrics import KeeperMetrics
+    from keeper.notify import Notifier
     from keeper.service import KeeperService
 
 logger = logging.getLogger(__name__)
@@ -67,9 +68,13 @@ class KeeperLoop:
         head_poll_s: float = HEAD_POLL_S,
         head_stall_s: float = HEAD_STALL_S,
         metrics: KeeperMetrics | None = None,
+        notifier: Notifier | None = None,
+        min_gas_balance_wei: int = 0,
     ) -> None:
         self.service = service
         self.metrics = metrics
+        self.notifier = notifier
+        self.min_gas_balance_wei = min_gas_balance_wei
         self.interval_s = interval_s
         self.max_consecutive_failures = max_consecutive_failures
         self.head_poll_s = head_poll_s
@@ -96,6 +101,9 @@ class KeeperLoop:
         report = self.service.tick()
         if self.metrics is not None:
             self.metrics.observe_tick(report, self.service)
+        if self.notifier is not None:
+            self.notifier.from_tick(report, self.service.halted)
+        if self.metrics is not None or self.notifier is not None:
             self._observe_balance()
         w = self._watch
         w.failed = w.failed + 1 if report.error is not None else 0
@@ -140,8 +148,8 @@ class KeeperLoop:
             )
 
     def _observe_balance(self) -> None:
-        """The signer's native balance, for the gas-balance alerts (a failed read is skipped)."""
-        assert self.metrics is not None
+        """The signer's native balance, for the gas-balance alerts and the low-balance notice
+        (a failed read is skipped)."""
         address = self.service.sender.address
         try:
             wei = int(self.service.w3.eth.get_balance(address))
@@ -150,7 +158,10 @@ class KeeperLoop:
                 raise
             logger.debug("balance read failed: %s", type(exc).__name__)
             return
-        self.metrics.observe_balance(wei)
+        if self.metrics is not None:
+            self.metrics.observe_balance(wei)
+        if self.notifier is not None and wei < self.min_gas_balance_wei:
+            self.notifier.gas_balance_low(address, wei, self.min_gas_balance_wei)
 
     def _on_error(self, event: JobExecutionEvent) -> None:
         exc = event.exception
@@ -203,10 +214,19 @@ def run_scheduler(
     head_poll_s: float = HEAD_POLL_S,
     head_stall_s: float = HEAD_STALL_S,
     metrics: KeeperMetrics | None = None,
+    notifier: Notifier | None = None,
+    min_gas_balance_wei: int = 0,
 ) -> int:
     """Run the keeper until stopped (see the module docstring); its exit code."""
     return KeeperLoop(
-        service, interval_s, max_consecutive_failures, head_poll_s, head_stall_s, metrics
+        service,
+        interval_s,
+        max_consecutive_failures,
+        head_poll_s,
+        head_stall_s,
+        metrics,
+        notifier,
+        min_gas_balance_wei,
     ).run()
 
 

@@ -80,7 +80,9 @@ class KeeperService:
         self.w3 = w3
         self.vaults = list(vaults)
         self.reader = reader
-        self.history: PriceHistorySource = history or PriceHistoryBook(reader)
+        self.history: PriceHistorySource = (
+            history if history is not None else PriceHistoryBook(reader)
+        )
         self.sender = sender
         self.journal = journal
         self.clock = clock

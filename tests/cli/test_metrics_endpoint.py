@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from keeper.devnet.anvil import _free_port
-from tests.cli.conftest import Node, keeper_env
+from tests.cli.conftest import Node, assert_user_error, keeper_env, run_keeper
 from tests.cli.test_bad_input import node_settings
 
 #: Seconds the keeper may take to start and serve (imports, start-up checks, first tick).
@@ -70,3 +70,14 @@ def test_run_serves_metrics_and_health_on_loopback(node: Node, tmp_path: Path) -
     assert "Traceback" not in err
     assert f"metrics on http://127.0.0.1:{port}/metrics" in err
     assert get(f"{base}/metrics")[0] == 0  # closed with the process
+
+
+@pytest.mark.anvil
+def test_a_bad_notification_url_is_one_line_and_exit_2(node: Node, tmp_path: Path) -> None:
+    token = "XOXBSECRETTOKEN"
+    settings = node_settings(
+        node, KEEPER_NOTIFY_URLS=f"json://127.0.0.1:1/hook,nosuchservice://{token}/x"
+    )
+    run = run_keeper(tmp_path, settings, "run", "--once")
+    assert_user_error(run, "KEEPER_NOTIFY_URLS", "entry 2", secrets=(token,))
+    assert not (tmp_path / "keeper-journal.sqlite").exists()  # refused before anything
