@@ -14,6 +14,7 @@ import multiprocessing as mp
 import multiprocessing.util as mp_util
 import queue
 import re
+import signal
 import socket
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -107,6 +108,9 @@ def _worker_world(job: Job) -> Any:
 def _worker_init(progress: Any) -> None:
     global _PROGRESS
     _PROGRESS = progress
+    # Ctrl-C is the parent's to handle (it terminates the pool): a worker interrupted in the
+    # middle of a request would print its own traceback (seen once under load in CI).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger().setLevel(logging.ERROR)
 
 
