@@ -11,6 +11,7 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SignedMath} from "@openzeppelin/contracts/utils/math/SignedMath.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {AggregatorV3Interface} from "./interfaces/AggregatorV3Interface.sol";
 import {ILendingPool} from "./interfaces/ILendingPool.sol";
 import {ISwapVenue} from "./interfaces/ISwapVenue.sol";
@@ -31,11 +32,15 @@ import {Oracle} from "./libraries/Oracle.sol";
 ///         - after a risk-increasing action, health ≥ minHealth and leverage ≤ maxLeverage;
 ///         - a deleverage only sells and shrinks, and must strictly improve health;
 ///         - pause blocks risk-increasing actions, never deleverage;
+///         - across calls: keeper-caused NAV loss is capped per 24 h window (maxDailyLossBps of
+///           NAV; rescues below minHealth exempt), and two rebalances (or two hedges) are at
+///           least minActionInterval apart (see _applyLimits);
 ///         - every token a keeper action moves goes to a venue on the vault's behalf or back to
 ///           the vault: there is no path to an outside address.
 /// @dev Rounding: ERC-4626 conversions round in the vault's favour (OpenZeppelin), with
 ///      DECIMALS_OFFSET virtual shares against donations; NAV is floored; keeper loss budgets are
-///      floored (vault's favour); health and leverage use the venues' own rounding (pool's favour).
+///      floored (vault's favour); the loss counted against the window is rounded up and its
+///      allowance down; health and leverage use the venues' own rounding (pool's favour).
 contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using Math for uint256;
@@ -70,6 +75,17 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     ///         what the seeded vaults use (50 bps). It bounds both each leg's fill against the oracle and
     ///         the NAV a keeper call may lose, so a mandate cannot hand the keeper 10 % per trade.
     uint256 public constant MAX_SLIPPAGE_BPS = 100;
+    /// @notice The keeper-loss window: keeper-caused NAV loss is summed over fixed windows of
+    ///         this length, each opened by the first keeper action after the last one closed.
+    uint256 public constant LOSS_WINDOW = 1 days;
+    /// @notice maxDailyLossBps ceiling: 5 % of NAV per window. Default (constructor): 1 %, about
+    ///         20× what the keeper itself loses on its worst simulated day, so it never binds it.
+    uint256 public constant MAX_DAILY_LOSS_BPS_LIMIT = 500;
+    /// @notice minActionInterval ceiling: one day. Default (constructor): 0, off — every deployer
+    ///         seeds a vault with a keeper rebalance, and tools rebalance again seconds later; an
+    ///         operator turns it on with setKeeperLimits (300 s leaves the keeper unchanged: it
+    ///         sends at most one rebalance and one hedge a tick).
+    uint256 public constant MAX_ACTION_INTERVAL_LIMIT = 1 days;
 
     // ---------------------------------------------------------------- storage
     struct AssetConfig {
@@ -91,6 +107,22 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         int256 perpValue; // USDC units
     }
 
+    /// @dev The keeper limits and their clocks, packed in one slot (one read, one write a call).
+    struct Limits {
+        uint40 lastActionAt; // any keeper action
+        uint40 lastRebalanceAt;
+        uint40 lastHedgeAt;
+        uint40 windowStart; // 0: no window yet
+        uint16 maxDailyLossBps;
+        uint32 minActionInterval; // seconds, between two rebalances and between two hedges
+    }
+
+    /// @dev The open loss window: NAV when it opened and the keeper-caused loss counted in it.
+    struct LossWindow {
+        uint128 nav; // USDC units
+        uint128 loss; // USDC units
+    }
+
     ILendingPool public immutable pool;
     ISwapVenue public immutable swapVenue;
     IPerpMarket public immutable perps;
@@ -104,7 +136,8 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     uint256[] private _series;
     uint256 public maxPriceAge;
     uint256 public highWaterMark; // WAD USDC units per share unit
-    uint256 public lastActionAt;
+    Limits private _limits;
+    LossWindow private _window;
 
     constructor(
         IERC20 usdc_,
@@ -128,6 +161,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         _validateMaxPriceAge(maxPriceAge_);
         _mandate = mandate_;
         maxPriceAge = maxPriceAge_;
+        _limits.maxDailyLossBps = 100;
         // The initial share price: 1 USDC unit buys 10**DECIMALS_OFFSET share units.
         highWaterMark = WAD / 10 ** DECIMALS_OFFSET;
         _grantRole(DEFAULT_ADMIN_ROLE, admin_);
@@ -168,6 +202,21 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         _validateMaxPriceAge(newMaxAge);
         emit MaxPriceAgeUpdated(maxPriceAge, newMaxAge);
         maxPriceAge = newMaxAge;
+    }
+
+    /// @notice The keeper limits: at most `maxDailyLossBps` of NAV (at the window's start) lost
+    ///         to keeper calls per LOSS_WINDOW, in [1, MAX_DAILY_LOSS_BPS_LIMIT]; at least
+    ///         `minActionInterval` seconds between two rebalances and between two hedges, in
+    ///         [0, MAX_ACTION_INTERVAL_LIMIT] (0: no interval). Both apply at once, also to the
+    ///         window already open. Admin only.
+    function setKeeperLimits(uint256 maxDailyLossBps, uint256 minActionInterval) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (
+            maxDailyLossBps == 0 || maxDailyLossBps > MAX_DAILY_LOSS_BPS_LIMIT
+                || minActionInterval > MAX_ACTION_INTERVAL_LIMIT
+        ) revert VaultInvalidKeeperLimits(maxDailyLossBps, minActionInterval);
+        emit KeeperLimitsUpdated(_limits.maxDailyLossBps, maxDailyLossBps, _limits.minActionInterval, minActionInterval);
+        _limits.maxDailyLossBps = uint16(maxDailyLossBps);
+        _limits.minActionInterval = uint32(minActionInterval);
     }
 
     /// @notice Stop risk-increasing actions and deposits. Guardian only.
@@ -214,7 +263,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         uint256 premium = options.trade(seriesId, sizeDelta, premiumLimit);
         _depositIdle(s.underlying);
 
-        _checkAfter(before, _state(), false);
+        _checkAfter(before, _state());
         (int256 sizeAfter,) = options.positionOf(address(this), seriesId);
         if (sizeAfter == 0) _untrackSeries(seriesId);
         emit OptionTraded(seriesId, sizeBefore, sizeAfter, premium);
@@ -240,12 +289,9 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     {
         if (swaps.length == 0 && perpLegs.length == 0 && marginDelta == 0) revert VaultEmptyAction();
         (State memory before, uint256 lossBudget) = _begin(deadline, marginDelta);
-        for (uint256 i = 0; i < swaps.length; i++) {
-            _requireNewSwapLeg(swaps, i);
-            lossBudget += _swap(swaps[i]);
-        }
-        lossBudget += _tradePerps(perpLegs, false);
-        _end(KIND_REBALANCE, before, lossBudget, marginDelta, false);
+        lossBudget += _swaps(swaps) + _tradePerps(perpLegs);
+        if (marginDelta < 0) perps.withdrawMargin(uint256(-marginDelta));
+        _end(before, lossBudget);
     }
 
     /// @notice Change perp positions (and margin) to bring net delta towards the mandate's target.
@@ -256,8 +302,9 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     {
         if (perpLegs.length == 0 && marginDelta == 0) revert VaultEmptyAction();
         (State memory before, uint256 lossBudget) = _begin(deadline, marginDelta);
-        lossBudget += _tradePerps(perpLegs, false);
-        _end(KIND_HEDGE, before, lossBudget, marginDelta, false);
+        lossBudget += _tradePerps(perpLegs);
+        if (marginDelta < 0) perps.withdrawMargin(uint256(-marginDelta));
+        _end(before, lossBudget);
     }
 
     /// @notice Reduce risk: sell collateral to repay debt, shrink perps, top up perp margin from
@@ -269,13 +316,8 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     {
         if (sells.length == 0 && perpLegs.length == 0 && marginTopUp == 0) revert VaultEmptyAction();
         (State memory before, uint256 lossBudget) = _begin(deadline, SafeCastInt.toInt(marginTopUp));
-        for (uint256 i = 0; i < sells.length; i++) {
-            if (sells[i].buy) revert VaultNotDeleverage(sells[i].asset);
-            _requireNewSwapLeg(sells, i);
-            lossBudget += _swap(sells[i]);
-        }
-        lossBudget += _tradePerps(perpLegs, true);
-        _end(KIND_DELEVERAGE, before, lossBudget, 0, true);
+        lossBudget += _swaps(sells) + _tradePerps(perpLegs);
+        _end(before, lossBudget);
     }
 
     /// @notice Reduce lending risk without selling: withdraw `marginWithdraw` USDC of surplus
@@ -289,15 +331,13 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         nonReentrant
     {
         if (repayAmount == 0) revert VaultEmptyAction();
-        (State memory before,) = _begin(deadline, 0);
+        (State memory before, uint256 lossBudget) = _begin(deadline, 0);
         if (marginWithdraw > 0) perps.withdrawMargin(marginWithdraw);
         uint256 idle = _usdc.balanceOf(address(this));
         uint256 amount = Math.min(Math.min(repayAmount, idle), before.debt);
         if (amount == 0) revert VaultEmptyAction();
         pool.repay(amount, address(this));
-        // NAV is unchanged but for rounding: the pool's scaled debt and the funding settled on
-        // withdrawal each round by a unit or two.
-        _end(KIND_REPAY, before, REPAY_ROUNDING_UNITS, 0, true);
+        _end(before, lossBudget);
     }
 
     // ================================================================ views
@@ -309,6 +349,38 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
 
     function mandate() external view returns (Mandate memory) {
         return _mandate;
+    }
+
+    /// @notice Timestamp of the last keeper action of any kind (0: none yet).
+    function lastActionAt() external view returns (uint256) {
+        return _limits.lastActionAt;
+    }
+
+    /// @notice The keeper limits and the open loss window: `windowLoss` of `windowAllowance`
+    ///         (USDC units) used since `windowStart`; the last rebalance and hedge times.
+    function keeperLimits()
+        external
+        view
+        returns (
+            uint256 maxDailyLossBps,
+            uint256 minActionInterval,
+            uint256 windowStart,
+            uint256 windowLoss,
+            uint256 windowAllowance,
+            uint256 lastRebalanceAt,
+            uint256 lastHedgeAt
+        )
+    {
+        Limits storage k = _limits;
+        return (
+            k.maxDailyLossBps,
+            k.minActionInterval,
+            k.windowStart,
+            _window.loss,
+            uint256(_window.nav) * k.maxDailyLossBps / BPS,
+            k.lastRebalanceAt,
+            k.lastHedgeAt
+        );
     }
 
     /// @notice Binding health: the lower of the lending health factor and the perp margin health (WAD).
@@ -354,7 +426,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         snap.perpFeeBps = perps.feeBps();
         snap.maxPriceAge = maxPriceAge;
         snap.paused = paused();
-        snap.lastActionAt = lastActionAt;
+        snap.lastActionAt = _limits.lastActionAt;
         snap.mandate = _mandate;
         snap.assets = new AssetSnapshot[](_assets.length);
         for (uint256 i = 0; i < _assets.length; i++) {
@@ -420,23 +492,42 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     }
 
     // ================================================================ internal: keeper flow
+    /// @dev The keeper call in progress, from the function called: its KeeperAction kind, and
+    ///      whether it is risk-reducing (deleverage, repayDebt). Read from msg.sig rather than
+    ///      passed down as literal arguments: viaIR's optimizer copies a function once per literal
+    ///      argument value (FunctionSpecializer, inliner), so _end and its checks were compiled
+    ///      once per kind and _tradePerps once per reduceOnly value. Removing the copies freed
+    ///      1,036 of the 24,576 bytes EIP-170 allows; the keeper limits in _end would otherwise
+    ///      have cost ~2.9 kB (four copies) instead of ~1 kB.
+    function _keeperCall() private pure returns (bytes32 kind, bool riskReducing) {
+        bytes4 sig = msg.sig;
+        if (sig == this.rebalance.selector) return (KIND_REBALANCE, false);
+        if (sig == this.hedge.selector) return (KIND_HEDGE, false);
+        if (sig == this.deleverage.selector) return (KIND_DELEVERAGE, true);
+        if (sig == this.repayDebt.selector) return (KIND_REPAY, true);
+        // Not a keeper call (tradeOption): checked as a risk-increasing one would be.
+        return (bytes32(0), false);
+    }
+
+    /// @dev The checks before a keeper call, its valuation before and its starting loss budget
+    ///      (a repayDebt's: REPAY_ROUNDING_UNITS, as NAV is unchanged but for rounding: the
+    ///      pool's scaled debt and the funding settled on withdrawal each round by a unit or two).
     function _begin(uint256 deadline, int256 marginDelta) private returns (State memory before, uint256 lossBudget) {
         if (block.timestamp > deadline) revert VaultDeadlinePassed(deadline, block.timestamp);
         _requireFresh();
         before = _state();
         if (marginDelta > 0) perps.depositMargin(uint256(marginDelta));
-        lossBudget = 0;
+        (bytes32 kind,) = _keeperCall();
+        lossBudget = kind == KIND_REPAY ? REPAY_ROUNDING_UNITS : 0;
     }
 
-    function _end(bytes32 kind, State memory before, uint256 lossBudget, int256 marginDelta, bool isDeleverage)
-        private
-    {
-        if (marginDelta < 0) perps.withdrawMargin(uint256(-marginDelta));
+    function _end(State memory before, uint256 lossBudget) private {
+        (bytes32 kind, bool riskReducing) = _keeperCall();
         State memory afterState = _state();
         // NAV may fall by at most the slippage budget of the legs traded (+1 unit for rounding).
         if (afterState.nav + lossBudget + 1 < before.nav) revert VaultNavLoss(before.nav, afterState.nav, lossBudget);
-        _checkAfter(before, afterState, isDeleverage);
-        lastActionAt = block.timestamp;
+        _checkAfter(before, afterState);
+        _applyLimits(kind, riskReducing, before, afterState.nav);
         _updateHighWaterMark(afterState.nav);
         emit KeeperAction(
             kind,
@@ -450,8 +541,46 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         );
     }
 
-    function _checkAfter(State memory before, State memory afterState, bool isDeleverage) private view {
-        if (isDeleverage) {
+    /// @dev The keeper limits, after the call's own checks:
+    ///      - interval: a rebalance within minActionInterval of the last rebalance, or a hedge of
+    ///        the last hedge, is refused (VaultActionTooSoon); deleverage and repayDebt never;
+    ///      - loss window: the first keeper action at or after windowStart + LOSS_WINDOW opens a
+    ///        new window at its NAV before. Each call's loss, navBefore − navAfter + 1 when NAV
+    ///        did not rise (rounded up: both are floored), else 0, is added; the call is refused
+    ///        (VaultDailyLossExceeded) if the window's loss would pass maxDailyLossBps × the
+    ///        window's NAV ÷ 10,000 (floored). A rescue — a deleverage or repayDebt that starts
+    ///        below minHealth — is neither counted nor refused: it sells or repays only, must
+    ///        improve health, is bounded per call by its legs' slippage (VaultNavLoss), and no
+    ///        keeper call can bring the vault below minHealth (only the market can).
+    function _applyLimits(bytes32 kind, bool riskReducing, State memory before, uint256 navAfter) private {
+        Limits storage k = _limits;
+        LossWindow storage w = _window;
+        if (!riskReducing) {
+            bool isHedge = kind == KIND_HEDGE;
+            uint256 last = isHedge ? k.lastHedgeAt : k.lastRebalanceAt;
+            uint256 next = last + k.minActionInterval;
+            if (block.timestamp < next) revert VaultActionTooSoon(last, next);
+            if (isHedge) k.lastHedgeAt = uint40(block.timestamp);
+            else k.lastRebalanceAt = uint40(block.timestamp);
+        }
+        // windowStart 0 (no window yet) opens one too: block.timestamp > LOSS_WINDOW.
+        if (block.timestamp >= k.windowStart + LOSS_WINDOW) {
+            k.windowStart = uint40(block.timestamp);
+            w.nav = SafeCast.toUint128(before.nav);
+            w.loss = 0;
+        }
+        if (!riskReducing || before.health >= _mandate.minHealth) {
+            uint256 loss = w.loss + (navAfter > before.nav ? 0 : before.nav - navAfter + 1);
+            uint256 allowance = uint256(w.nav) * k.maxDailyLossBps / BPS;
+            if (loss > allowance) revert VaultDailyLossExceeded(loss, allowance);
+            w.loss = uint128(loss); // <= allowance < 2**128
+        }
+        k.lastActionAt = uint40(block.timestamp);
+    }
+
+    function _checkAfter(State memory before, State memory afterState) private view {
+        (, bool riskReducing) = _keeperCall();
+        if (riskReducing) {
             if (afterState.health <= before.health) {
                 revert VaultDeleverageNoImprovement(before.health, afterState.health);
             }
@@ -469,9 +598,20 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         }
     }
 
+    /// @dev Executes the spot legs of a rebalance or (sells only) a deleverage; returns their
+    ///      loss budget.
+    function _swaps(SwapLeg[] calldata legs) private returns (uint256 budget) {
+        (, bool riskReducing) = _keeperCall();
+        for (uint256 i = 0; i < legs.length; i++) {
+            if (riskReducing && legs[i].buy) revert VaultNotDeleverage(legs[i].asset);
+            _requireNewSwapLeg(legs, i);
+            budget += _swap(legs[i]);
+        }
+    }
+
     /// @dev Executes one spot leg; returns its loss budget (USDC units) under maxSlippageBps.
     function _swap(SwapLeg calldata leg) private returns (uint256 budget) {
-        AssetConfig memory a = _asset(leg.asset);
+        AssetConfig storage a = _asset(leg.asset);
         uint256 price = Oracle.strictWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals, maxPriceAge);
         uint256 slip = _mandate.maxSlippageBps;
         if (leg.buy) {
@@ -503,8 +643,9 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     }
 
     /// @dev Executes perp legs; a deleverage may only shrink positions. Returns the loss budget.
-    function _tradePerps(PerpLeg[] calldata legs, bool reduceOnly) private returns (uint256 budget) {
+    function _tradePerps(PerpLeg[] calldata legs) private returns (uint256 budget) {
         if (legs.length == 0) return 0;
+        (, bool reduceOnly) = _keeperCall();
         uint256 slip = _mandate.maxSlippageBps;
         uint256 fee = perps.feeBps();
         if (fee > slip) revert VaultSlippageExceeded(address(perps), slip, fee);
@@ -514,7 +655,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
             for (uint256 j = 0; j < i; j++) {
                 if (legs[j].asset == leg.asset) revert VaultDuplicateLeg(leg.asset);
             }
-            AssetConfig memory a = _asset(leg.asset);
+            AssetConfig storage a = _asset(leg.asset);
             if (reduceOnly) {
                 (int256 size,,) = perps.positionOf(address(this), leg.asset);
                 bool shrinks = size != 0 && (size > 0) != (leg.sizeDelta > 0)
@@ -547,7 +688,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         int256 total = int256((_usdc.balanceOf(self) * _usdcToWad) + collateralUsd) - int256(debt * _usdcToWad)
             + perpValue * int256(_usdcToWad);
         for (uint256 i = 0; i < _assets.length; i++) {
-            AssetConfig memory a = _assets[i];
+            AssetConfig storage a = _assets[i];
             uint256 idle = IERC20(a.token).balanceOf(self);
             if (idle == 0) continue;
             (uint256 price,) = Oracle.latestWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals);
@@ -622,7 +763,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     }
 
     // ================================================================ internal: bookkeeping
-    function _asset(address token) private view returns (AssetConfig memory) {
+    function _asset(address token) private view returns (AssetConfig storage) {
         uint256 idx = _assetIndex[token];
         if (idx == 0) revert VaultUnknownAsset(token);
         return _assets[idx - 1];

@@ -116,11 +116,22 @@ interface IRiskVault {
     /// @dev A keeper call trades `asset` in more than one leg of a kind where only one is allowed
     ///      (a round trip: buy and sell, two sells, or two perp legs).
     error VaultDuplicateLeg(address asset);
+    /// @dev The keeper-caused NAV loss of the current window, this call's included, would be
+    ///      `loss` (USDC units, rounded up) against the window's `allowance` (rounded down).
+    error VaultDailyLossExceeded(uint256 loss, uint256 allowance);
+    /// @dev A rebalance (or a hedge) within minActionInterval of the last one of its kind,
+    ///      at `lastAt`: the next may go at `nextAt`.
+    error VaultActionTooSoon(uint256 lastAt, uint256 nextAt);
+    /// @dev maxDailyLossBps must lie in [1, 500] and minActionInterval in [0, 1 day].
+    error VaultInvalidKeeperLimits(uint256 maxDailyLossBps, uint256 minActionInterval);
 
     // ---------------------------------------------------------------- events
     event MandateUpdated(Mandate oldMandate, Mandate newMandate);
     event AssetAdded(address indexed token, address priceFeed, address volFeed);
     event MaxPriceAgeUpdated(uint256 oldMaxAge, uint256 newMaxAge);
+    event KeeperLimitsUpdated(
+        uint256 oldMaxDailyLossBps, uint256 newMaxDailyLossBps, uint256 oldMinActionInterval, uint256 newMinActionInterval
+    );
     /// @notice One per keeper action: what it was and the vault's state before and after.
     event KeeperAction(
         bytes32 indexed kind,
