@@ -270,30 +270,19 @@ class Settings(BaseSettings):
     @field_validator("rpc_fallback_urls", mode="before")
     @classmethod
     def _split_fallback_urls(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part for part in value.split(",") if part.strip()]
-        if not isinstance(value, list | tuple):
-            return value
-        urls: list[SecretStr] = []
-        for index, entry in enumerate(value, start=1):
-            url = (entry.get_secret_value() if isinstance(entry, SecretStr) else str(entry)).strip()
-            problem = _http_url_problem(url)
+        urls = _secret_list(value)
+        if not isinstance(urls, tuple):
+            return urls
+        for index, url in enumerate(urls, start=1):
+            problem = _http_url_problem(url.get_secret_value())
             if problem is not None:
                 raise ValueError(f"entry {index} {problem}")
-            urls.append(SecretStr(url))
-        return tuple(urls)
+        return urls
 
     @field_validator("notify_urls", mode="before")
     @classmethod
     def _split_notify_urls(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part for part in value.split(",") if part.strip()]
-        if not isinstance(value, list | tuple):
-            return value
-        return tuple(
-            SecretStr((e.get_secret_value() if isinstance(e, SecretStr) else str(e)).strip())
-            for e in value
-        )
+        return _secret_list(value)
 
     @field_validator("private_key")
     @classmethod
@@ -516,6 +505,19 @@ class Settings(BaseSettings):
         if isinstance(value, float):
             return f"{value:g}"
         return str(value)
+
+
+def _secret_list(value: object) -> object:
+    """A comma-separated setting (or a list) as a tuple of stripped SecretStr entries, empty
+    entries dropped; anything else is left to pydantic to refuse."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        return value
+    return tuple(
+        SecretStr((e.get_secret_value() if isinstance(e, SecretStr) else str(e)).strip())
+        for e in value
+    )
 
 
 def resolve_vaults(settings: Settings) -> tuple[ChecksumAddress, ...]:
