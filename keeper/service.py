@@ -17,6 +17,7 @@ from web3 import Web3
 from web3.exceptions import BlockNotFound
 
 from keeper.breaker import BreakerBook
+from keeper.chain.batch import hex_int, post
 from keeper.chain.convert import to_mandate, to_vault_state
 from keeper.chain.reader import PriceHistoryBook
 from keeper.chain.rpc_errors import read_failure
@@ -29,7 +30,7 @@ from keeper.ports import JournalPort, PriceHistorySource, SnapshotSource
 from keeper.risk.actions import Action, ActionKind
 from keeper.risk.types import Costs, MarketView
 from keeper.tx.builder import build_call
-from keeper.tx.fees import fetch_fee_inputs
+from keeper.tx.fees import FeeAnswers, fee_requests, fetch_fee_inputs
 from keeper.tx.sender import Outcome, Submitted, TxSender
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class KeeperService:
         #: Feed jumps and venue disagreement: risk-increasing actions held back while open.
         self.breaker = BreakerBook()
         self.feed_decimals: dict[ChecksumAddress, int] = {}
+        #: The fee inputs that rode in this tick's head batch (see `_read_head_and_fees`).
+        self._fee_answers: FeeAnswers | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ start
@@ -202,7 +205,7 @@ class KeeperService:
         report = TickReport(block=-1)
         tick_id: int | None = None
         try:
-            report.block = self._read_head()
+            report.block = self._read_head(with_fees=True)
             tick_id = self.journal.start_tick(report.block, int(self.w3.eth.chain_id))
             self._faulted = {}
             self._tick(report, tick_id, started)
@@ -257,13 +260,17 @@ class KeeperService:
             self.journal.record_vault_fault(vault, count, halt, why)
             report.faults[vault] = why
 
-    def _read_head(self) -> int:
+    def _read_head(self, with_fees: bool = False) -> int:
         """The block to read at: never behind one this process has already seen. A node that
         answers an older head (a lagging backend behind a load balancer) is overruled — the
         state at our high-water block is read instead — unless that block is gone (a reorg to
-        a shorter chain): then its head is taken, and the reorg check looks at what we mined."""
+        a shorter chain): then its head is taken, and the reorg check looks at what we mined.
+        `with_fees` (a tick's first read): the fee inputs ride in the same JSON-RPC batch."""
         self._head = max(self._head, self.sender.seen_block)
-        head = int(self.w3.eth.block_number)
+        if with_fees:
+            head = self._read_head_and_fees()
+        else:
+            head = int(self.w3.eth.block_number)
         if head >= self._head:
             self._head = head
             return head
@@ -294,6 +301,18 @@ class KeeperService:
             self._head,
         )
         return self._head
+
+    def _read_head_and_fees(self) -> int:
+        """The head, with the fee inputs the cost model needs, in one JSON-RPC batch (one HTTP
+        round trip where the node takes batches). What the batch did not answer is read the
+        ordinary way: the head here, the fee inputs when the costs need them (`_costs`), so each
+        fails where and as it did before batching."""
+        head_answer, history, priority = post(
+            self.w3, [("eth_blockNumber", []), *fee_requests()]
+        )
+        self._fee_answers = FeeAnswers(history, priority)
+        head = hex_int(head_answer)
+        return int(self.w3.eth.block_number) if head is None else head
 
     def _tick(self, report: TickReport, tick_id: int, started: float) -> None:
         self.sender.check_reorgs(report.block)
@@ -517,7 +536,9 @@ class KeeperService:
         return market_view(snaps, self.symbols, series, now, self.max_staleness_s)
 
     def _costs(self, snaps: list[VaultSnapshot]) -> Costs:
-        return costs(snaps, self.symbols, fetch_fee_inputs(self.w3), self.sender.fee_policy)
+        answers, self._fee_answers = self._fee_answers, None  # this tick's, used once
+        fee_inputs = fetch_fee_inputs(self.w3, answers=answers)
+        return costs(snaps, self.symbols, fee_inputs, self.sender.fee_policy)
 
 
 def _ratio(value: int) -> float:

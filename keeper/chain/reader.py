@@ -1,7 +1,9 @@
 """Step 2 of the cycle: one consistent read of every watched vault at one block.
 
 All vaults' `snapshot()` calls go through Multicall3 `aggregate3` pinned to one block number,
-chunked so that no single `eth_call` exceeds a node's gas cap: 100 vaults take 2 calls.
+chunked so that no single `eth_call` exceeds a node's gas cap: 100 vaults take 2 calls, and
+all the chunks of a read go out as one JSON-RPC batch (:mod:`keeper.chain.batch`): one HTTP
+round trip where the node takes batches, one per chunk where it does not.
 Feed histories (for the volatility models) are bootstrapped from the feeds' own rounds, in
 one multicall per chunk of rounds, and then extended by the new rounds each tick.
 
@@ -29,6 +31,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from keeper.chain.abi import load_artifact, output_types
+from keeper.chain.batch import Answer, post
 from keeper.chain.errors import decode_revert
 from keeper.chain.multicall import MULTICALL3_ADDRESS
 from keeper.chain.rpc_errors import read_failure
@@ -95,17 +98,47 @@ class SnapshotReader:
 
         Encoded and decoded with eth-abi directly: web3's contract-call path normalises every
         nested result (measured: about half a 2-vault read's time in the simulator)."""
-        self.counter.eth_calls += 1
-        data = self._aggregate3 + self.w3.codec.encode(
-            [AGGREGATE3_CALLS], [[(target, True, payload) for target, payload in calls]]
+        return self.aggregate_many([calls], block)[0]
+
+    def aggregate_many(
+        self, batches: Sequence[Sequence[tuple[str, bytes]]], block: int
+    ) -> list[list[tuple[bool, bytes]]]:
+        """One `aggregate3` eth_call per entry of `batches`, all at `block`, sent as one
+        JSON-RPC batch (:mod:`keeper.chain.batch`: one HTTP round trip where the node takes
+        batches). A call the batch did not answer is sent alone, the ordinary way (retries,
+        failover, classification), in order: it fails exactly as it did before batching."""
+        self.counter.eth_calls += len(batches)
+        data = [
+            self._aggregate3
+            + self.w3.codec.encode(
+                [AGGREGATE3_CALLS], [[(target, True, payload) for target, payload in calls]]
+            )
+            for calls in batches
+        ]
+        call = {"to": MULTICALL3_ADDRESS}  # the params web3 itself sends for this eth_call
+        answers = post(
+            self.w3, [("eth_call", [{**call, "data": "0x" + d.hex()}, hex(block)]) for d in data]
         )
+        out: list[list[tuple[bool, bytes]]] = []
+        for payload, answer in zip(data, answers, strict=True):
+            raw = _hex_bytes(answer)
+            if raw is None:
+                raw = self._call(payload, block)
+            out.append(self._decode_aggregate(raw, block))
+        return out
+
+    def _call(self, data: bytes, block: int) -> bytes:
         try:
-            raw = self.w3.eth.call(
-                {"to": MULTICALL3_ADDRESS, "data": HexBytes(data)},
-                block_identifier=BlockNumber(block),
+            return bytes(
+                self.w3.eth.call(
+                    {"to": MULTICALL3_ADDRESS, "data": HexBytes(data)},
+                    block_identifier=BlockNumber(block),
+                )
             )
         except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
             raise read_failure(exc, f"multicall at block {block}") from None
+
+    def _decode_aggregate(self, raw: bytes, block: int) -> list[tuple[bool, bytes]]:
         try:
             (result,) = self.w3.codec.decode([AGGREGATE3_RESULTS], raw)
         except DecodingError as exc:  # no Multicall3 there, or a node answering nonsense
@@ -121,10 +154,22 @@ class SnapshotReader:
         """Every vault's snapshot at `block`, with its venue's quotes (see the module docstring)
         from the same multicall. A vault whose snapshot reverts is left out and logged (the
         others are still read); a transport failure raises ChainReadError."""
+        chunks = list(_chunks(vaults, self.chunk_size))
+        # Every chunk planned before any is sent (all go in one batch): a venue whose USDC
+        # decimals one chunk asks for is not asked again by a later one — as when each chunk
+        # was sent after the one before had taught the reader those decimals.
+        asked: set[ChecksumAddress] = set()
+        plans: list[_VenuePlan] = []
+        for chunk in chunks:
+            plans.append(self._venue_plan(chunk, asked=asked))
+            asked.update(plans[-1].decimals)
+        calls = [
+            [(v, self._selector) for v in chunk] + plan.calls
+            for chunk, plan in zip(chunks, plans, strict=True)
+        ]
+        every = self.aggregate_many(calls, block)
         out: dict[ChecksumAddress, VaultSnapshot] = {}
-        for chunk in _chunks(vaults, self.chunk_size):
-            plan = self._venue_plan(chunk)
-            results = self.aggregate([(v, self._selector) for v in chunk] + plan.calls, block)
+        for chunk, plan, results in zip(chunks, plans, every, strict=True):
             snaps: dict[ChecksumAddress, VaultSnapshot] = {}
             for vault, (ok, data) in zip(chunk, results[: len(chunk)], strict=True):
                 if not ok:
@@ -145,9 +190,15 @@ class SnapshotReader:
         return out
 
     # ------------------------------------------------------------------ venue quotes
-    def _venue_plan(self, chunk: Sequence[ChecksumAddress], quote: bool = True) -> _VenuePlan:
+    def _venue_plan(
+        self,
+        chunk: Sequence[ChecksumAddress],
+        quote: bool = True,
+        asked: set[ChecksumAddress] | None = None,
+    ) -> _VenuePlan:
         """The venue calls to add to a chunk's multicall: learn what is not known yet, quote
-        what is (unless `quote` is False)."""
+        what is (unless `quote` is False). Venues in `asked` have their USDC decimals asked
+        by an earlier chunk of the same read already."""
         plan = _VenuePlan()
         for vault in chunk:
             if vault not in self._venue_of:
@@ -159,7 +210,11 @@ class SnapshotReader:
             if known is None:
                 continue
             venue, usdc = known
-            if venue not in self._usdc_decimals and venue not in plan.decimals:
+            if (
+                venue not in self._usdc_decimals
+                and venue not in plan.decimals
+                and venue not in (asked or ())
+            ):
                 plan.decimals.append(venue)
                 plan.calls.append((venue, self._usdc_decimals_sel))
             for token, decimals in self._tokens_of.get(vault, ()) if quote else ():
@@ -334,11 +389,26 @@ class SnapshotReader:
     ) -> dict[str, tuple[Any, ...] | None]:
         """Helper: one multicall of a call per key; decoded outputs (None where it reverted)."""
         out: dict[str, tuple[Any, ...] | None] = {}
-        for chunk in _chunks(keys, ROUNDS_PER_CALL):
-            results = self.aggregate([target_fn(k) for k in chunk], block)
+        chunks = list(_chunks(keys, ROUNDS_PER_CALL))
+        every = self.aggregate_many([[target_fn(k) for k in chunk] for chunk in chunks], block)
+        for chunk, results in zip(chunks, every, strict=True):
             for key, (ok, data) in zip(chunk, results, strict=True):
                 out[key] = tuple(self.w3.codec.decode(types, data)) if ok else None
         return out
+
+
+def _hex_bytes(answer: Answer | None) -> bytes | None:
+    """An eth_call's answer (``"0x…"``) as bytes, as web3 would return them; None when there is
+    none or it is not hex data (then the call is sent alone, the ordinary way)."""
+    if answer is None or not isinstance(answer.result, str):
+        return None
+    text = answer.result
+    if not text.startswith(("0x", "0X")):
+        return None
+    try:
+        return bytes.fromhex(text[2:])
+    except ValueError:
+        return None
 
 
 def _word(value: int | str) -> bytes:

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from types import MappingProxyType
+from typing import Any
 
 from web3 import Web3
 from web3.types import Wei
 
+from keeper.chain.batch import Answer, hex_int
 from keeper.chain.rpc_errors import RpcErrorKind, classify, read_failure
 from keeper.errors import ChainReadError, ConfigError, NotRetryable, TransactionError
 from keeper.risk.actions import Urgency
@@ -357,18 +359,29 @@ def bump_schedule(
 # --- I/O shell ---------------------------------------------------------------------------------
 
 
-def fetch_fee_inputs(
-    w3: Web3, reward_percentile: float = 50.0, blocks: int = DEFAULT_HISTORY_BLOCKS
-) -> FeeInputs:
-    """Read :class:`FeeInputs` from the node: one ``eth_feeHistory`` and one
-    ``eth_maxPriorityFeePerGas`` (two more reads only where fee history is non-standard).
+@dataclass(frozen=True, slots=True)
+class FeeAnswers:
+    """What a JSON-RPC batch (:mod:`keeper.chain.batch`) answered to :func:`fee_requests`: the
+    raw ``eth_feeHistory`` and ``eth_maxPriorityFeePerGas`` results, each None where the batch
+    did not answer it (then :func:`fetch_fee_inputs` asks for it the ordinary way)."""
 
-    The next base fee is the last of the ``blocks + 1`` base fees fee history returns. eth-tester
-    answers with ``blocks`` base fees, newest first and without the next block's: when the shape
-    is not the standard one, the next base fee is computed from the latest block's header by the
-    EIP-1559 rule. Transport and node errors become a masked :class:`ChainReadError`, retryable
-    when the classifier says so (:func:`keeper.chain.rpc_errors.read_failure`).
-    """
+    history: Answer | None
+    max_priority: Answer | None
+
+
+def fee_requests(
+    reward_percentile: float = 50.0, blocks: int = DEFAULT_HISTORY_BLOCKS
+) -> list[tuple[str, list[Any]]]:
+    """The JSON-RPC requests :func:`fetch_fee_inputs` sends, with web3's own params, to ride in
+    a batch; their answers go back in as :class:`FeeAnswers`."""
+    _check_history_args(reward_percentile, blocks)
+    return [
+        ("eth_feeHistory", [hex(blocks), "latest", [float(reward_percentile)]]),
+        ("eth_maxPriorityFeePerGas", []),
+    ]
+
+
+def _check_history_args(reward_percentile: float, blocks: int) -> None:
     if (
         isinstance(reward_percentile, bool)
         or not isinstance(reward_percentile, int | float)
@@ -377,21 +390,53 @@ def fetch_fee_inputs(
         raise FeeInputError(f"reward_percentile: must be in [0, 100], got {reward_percentile!r}")
     if not _is_int(blocks) or not 1 <= blocks <= MAX_HISTORY_BLOCKS:
         raise FeeInputError(f"blocks: must be an int in [1, {MAX_HISTORY_BLOCKS}], got {blocks!r}")
+
+
+def _quantity(value: Any) -> int:
+    """A JSON-RPC quantity as web3 formats it: an int stays, a hex string ("0x3b9aca00") is
+    parsed. Raw batch answers are hex; web3's formatted ones ints: both give the same int."""
+    if isinstance(value, str):
+        return int(value, 16)
+    return int(value)
+
+
+def fetch_fee_inputs(
+    w3: Web3,
+    reward_percentile: float = 50.0,
+    blocks: int = DEFAULT_HISTORY_BLOCKS,
+    answers: FeeAnswers | None = None,
+) -> FeeInputs:
+    """Read :class:`FeeInputs` from the node: one ``eth_feeHistory`` and one
+    ``eth_maxPriorityFeePerGas`` (two more reads only where fee history is non-standard).
+    `answers` are those two as a batch already answered them (:func:`fee_requests`); what
+    it lacks is read here, the ordinary way.
+
+    The next base fee is the last of the ``blocks + 1`` base fees fee history returns. eth-tester
+    answers with ``blocks`` base fees, newest first and without the next block's: when the shape
+    is not the standard one, the next base fee is computed from the latest block's header by the
+    EIP-1559 rule. Transport and node errors become a masked :class:`ChainReadError`, retryable
+    when the classifier says so (:func:`keeper.chain.rpc_errors.read_failure`).
+    """
+    _check_history_args(reward_percentile, blocks)
+    answered = answers.history if answers is not None else None
+    if answered is not None and isinstance(answered.result, Mapping):
+        history = answered.result
+    else:
+        try:
+            history = w3.eth.fee_history(blocks, "latest", [float(reward_percentile)])
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, "fee history") from None
     try:
-        history = w3.eth.fee_history(blocks, "latest", [float(reward_percentile)])
-    except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
-        raise read_failure(exc, "fee history") from None
-    try:
-        base_fees = [int(fee) for fee in history["baseFeePerGas"]]
+        base_fees = [_quantity(fee) for fee in history["baseFeePerGas"]]
         ratios = list(history["gasUsedRatio"])
-        samples = tuple(int(reward[0]) for reward in history.get("reward") or () if reward)
+        samples = tuple(_quantity(reward[0]) for reward in history.get("reward") or () if reward)
     except (KeyError, TypeError, ValueError) as exc:
         raise ChainReadError(
             f"fee history: malformed answer ({type(exc).__name__}: {exc})", retryable=False
         ) from None
     if ratios and len(base_fees) == len(ratios) + 1:
         base_fee = base_fees[-1]
-        block = int(history["oldestBlock"]) + len(ratios) - 1
+        block = _quantity(history["oldestBlock"]) + len(ratios) - 1
     else:
         try:
             latest = w3.eth.get_block("latest")
@@ -406,7 +451,10 @@ def fetch_fee_inputs(
         )
         block = int(latest["number"])
         logger.debug("non-standard eth_feeHistory shape; next base fee from block %d", block)
-    inputs = FeeInputs(base_fee, samples, _fetch_fallback_priority(w3), block)
+    priority = hex_int(answers.max_priority) if answers is not None else None
+    if priority is None:
+        priority = _fetch_fallback_priority(w3)
+    inputs = FeeInputs(base_fee, samples, priority, block)
     logger.debug(
         "fee inputs at block %d: next base fee %s, %d tip samples, fallback tip %s",
         inputs.block,
@@ -434,6 +482,7 @@ __all__ = [
     "BASE_FEE_HEADROOM",
     "MIN_BUMP_PERCENT",
     "TIP_FACTOR",
+    "FeeAnswers",
     "FeeCapTooLow",
     "FeeInputError",
     "FeeInputs",
@@ -444,6 +493,7 @@ __all__ = [
     "bump_schedule",
     "check_fee_cap",
     "expected_tip",
+    "fee_requests",
     "fetch_fee_inputs",
     "gwei",
     "next_base_fee",

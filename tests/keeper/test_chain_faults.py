@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,16 +114,22 @@ class LaggingRpc(FaultyRpc):
     def _forward(self, body: bytes) -> bytes:
         answer = super()._forward(body)
         request = json.loads(body)
+        if isinstance(request, list):  # a JSON-RPC batch (the tick's head rides in one)
+            heads = {r.get("id") for r in request if r.get("method") == "eth_blockNumber"}
+            replies = [self._lag(r) if r.get("id") in heads else r for r in json.loads(answer)]
+            return json.dumps(replies).encode()
         if isinstance(request, dict) and request.get("method") == "eth_blockNumber":
-            self.heads += 1
-            if self.heads % LAG_EVERY == 0:
-                reply = json.loads(answer)
-                head = int(reply["result"], 16)
-                if head >= LAG_BLOCKS:
-                    self.lagged += 1
-                    reply["result"] = hex(head - LAG_BLOCKS)
-                    return json.dumps(reply).encode()
+            return json.dumps(self._lag(json.loads(answer))).encode()
         return answer
+
+    def _lag(self, reply: dict[str, Any]) -> dict[str, Any]:
+        self.heads += 1
+        if self.heads % LAG_EVERY == 0 and "result" in reply:
+            head = int(reply["result"], 16)
+            if head >= LAG_BLOCKS:
+                self.lagged += 1
+                reply["result"] = hex(head - LAG_BLOCKS)
+        return reply
 
 
 def mined_actions(service: KeeperService) -> Counter[tuple[str, str]]:
