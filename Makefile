@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: all install promtool test test-unit test-integration demo compile gas bench bench-cycle bench-sim bench-latency simulate lint clean
+.PHONY: all install promtool postgres test test-unit test-integration demo compile gas bench bench-cycle bench-sim bench-latency simulate lint clean
 
 all: test
 
@@ -21,7 +21,7 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.stamp node_modules/.stamp promtool
+install: $(VENV)/.stamp node_modules/.stamp promtool postgres
 
 # promtool unit-tests ops/alerts.yml (tests/ops/test_alerts.py). It comes with Debian's
 # `prometheus` package (~10 s; the package starts no service): installed only when missing,
@@ -39,6 +39,22 @@ promtool:
 	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	}
 
+# The journal's PostgreSQL tests start their own server (tests/pg.py: initdb in a temporary
+# directory, loopback port, stopped after). Debian's `postgresql` package provides initdb and
+# pg_ctl; installed only when missing (the tests need no service of the package's own).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "PostgreSQL not found and no apt-get: install PostgreSQL (initdb, pg_ctl) by hand" >&2; \
+	    exit 1; \
+	  fi; \
+	  sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing PostgreSQL (Debian package postgresql)"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	}
+
 # Recompile contracts/ into abis/ (deterministic; the artifacts are committed).
 compile: node_modules/.stamp
 	node scripts/compile.js
@@ -46,7 +62,7 @@ compile: node_modules/.stamp
 test: install
 	$(PY) -m pytest -q
 
-test-unit: $(VENV)/.stamp
+test-unit: $(VENV)/.stamp postgres
 	$(PY) -m pytest -q tests/unit
 
 test-integration: install

@@ -48,8 +48,9 @@ def verify_vaults(settings: Settings, reader: SnapshotSource) -> None:
 
 
 def register_rpc_secrets(settings: Settings) -> None:
-    """Mask every configured RPC URL's secret parts in every error and log from now on."""
-    for url in settings.rpc_urls():
+    """Mask every configured RPC URL's (and a PostgreSQL journal URL's) secret parts in every
+    error and log from now on."""
+    for url in settings.secret_urls():
         register_secret_url(url)
 
 
@@ -72,8 +73,11 @@ def build_service(
     account: LocalAccount | None,
     w3: Web3 | None = None,
     clock: Clock | None = None,
+    fence: tuple[str, str] | None = None,
 ) -> KeeperService:
-    """Wire every part from `settings`. `w3` and `clock` are injected by tests and the demo."""
+    """Wire every part from `settings`. `w3` and `clock` are injected by tests and the demo.
+    `fence` (lease name, holder): a replica's journal, every write of which needs that lease
+    (see :mod:`keeper.lease`)."""
     register_rpc_secrets(settings)
     if w3 is None:
         w3 = connect_node(settings)
@@ -84,14 +88,18 @@ def build_service(
         raise ConfigError(
             "KEEPER_VAULTS: no vaults to keep (set KEEPER_VAULTS or KEEPER_DEPLOYMENT)"
         )
-    journal = Journal(settings.journal)
+    journal = Journal(settings.journal_target, chain_id=settings.chain_id)
+    if fence is not None:
+        journal.fence(*fence)
     address = Web3.to_checksum_address(account.address) if account else None
     # Dry run without a key: simulate as the deployment's keeper, so the role check passes.
     deployed_keeper = (settings.deployment_data or {}).get("accounts", {}).get("keeper")
     sim_from = address or (Web3.to_checksum_address(deployed_keeper) if deployed_keeper else None)
     nonces = None
     if account is not None and address is not None:
-        nonces = NonceManager.for_account(w3, address)
+        # Never below the journal's transactions: one journaled just before its sender died (or
+        # lost the lease) may be unknown to the node, and reconciliation will broadcast it.
+        nonces = NonceManager.for_account(w3, address, floor=journal.nonce_floor)
         nonces.sync()
     sender = TxSender(
         w3,

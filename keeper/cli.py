@@ -115,7 +115,7 @@ def _configure_keeper_logging(
     configure_logging(
         level or settings.log_level,
         settings.log_json or json_lines,
-        secret_urls=settings.rpc_urls(),
+        secret_urls=settings.secret_urls(),
     )
 
 
@@ -154,10 +154,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from keeper.app import build_service, connect_node
+    from keeper.app import connect_node
     from keeper.notify import Notifier
-    from keeper.scheduler import run_scheduler
-    from keeper.service import TickReport
     from keeper.signer import load_signer
     from keeper.startup import run_startup_checks
 
@@ -173,34 +171,150 @@ def _cmd_run(args: argparse.Namespace) -> int:
             settings, w3, _signer_address(account), fallbacks_must_answer=False
         ):
             logger.info("start-up check %s: %s", check.name, check.found)
-        service = build_service(settings, account, w3=w3)
-        metrics, server = _start_metrics(settings)  # before start(): /readyz says 503 till then
-        reconciled = service.start(verify_vaults=False)
-        if metrics is not None:
-            metrics.observe_started(service, reconciled)
-    notifier.from_tick(TickReport(block=-1, outcomes=list(reconciled)))
+        if not settings.journal_is_postgres:
+            return _run_single(args, settings, account, w3, notifier)
+    return _run_replica(args, settings, account, w3, notifier)
+
+
+def _loop_options(settings: Settings, metrics: Any, notifier: Any) -> dict[str, Any]:
+    return {
+        "max_consecutive_failures": settings.max_consecutive_failures,
+        "head_poll_s": settings.head_poll_interval,
+        "head_stall_s": settings.head_stall,
+        "metrics": metrics,
+        "notifier": notifier,
+        "min_gas_balance_wei": settings.min_gas_balance_wei,
+    }
+
+
+def _start_service(
+    settings: Settings,
+    account: LocalAccount | None,
+    w3: Any,
+    metrics: Any,
+    fence: tuple[str, str] | None = None,
+) -> tuple[Any, list[Any]]:
+    """Build and start the service (reconciling the journal); (service, reconciled)."""
+    from keeper.app import build_service
+
+    service = build_service(settings, account, w3=w3, fence=fence)
+    reconciled = service.start(verify_vaults=False)
+    if metrics is not None:
+        metrics.observe_started(service, reconciled)
+    return service, reconciled
+
+
+def _tick_once(service: Any, metrics: Any, notifier: Any) -> int:
+    report = service.tick()
+    if metrics is not None:
+        metrics.observe_tick(report, service)
+    notifier.from_tick(report, service.halted)
+    service.journal.close()
+    return 0 if report.error is None else 1
+
+
+def _run_single(
+    args: argparse.Namespace, settings: Settings, account: LocalAccount | None, w3: Any,
+    notifier: Any,
+) -> int:
+    """One keeper on a SQLite journal: start, then tick until stopped."""
+    from keeper.scheduler import run_scheduler
+    from keeper.service import TickReport
+
+    metrics, server = None, None
     try:
+        with _quiet_start():
+            metrics, server = _start_metrics(settings)  # before start(): /readyz 503 till then
+            service, reconciled = _start_service(settings, account, w3, metrics)
+        notifier.from_tick(TickReport(block=-1, outcomes=list(reconciled)))
         if args.once:
-            report = service.tick()
-            if metrics is not None:
-                metrics.observe_tick(report, service)
-            notifier.from_tick(report, service.halted)
-            service.journal.close()
-            return 0 if report.error is None else 1
-        return run_scheduler(
-            service,
-            settings.poll_interval,
-            max_consecutive_failures=settings.max_consecutive_failures,
-            head_poll_s=settings.head_poll_interval,
-            head_stall_s=settings.head_stall,
-            metrics=metrics,
-            notifier=notifier,
-            min_gas_balance_wei=settings.min_gas_balance_wei,
-        )
+            return _tick_once(service, metrics, notifier)
+        options = _loop_options(settings, metrics, notifier)
+        return run_scheduler(service, settings.poll_interval, **options)
     finally:
         if server is not None:
             server.close()
         notifier.close()
+
+
+def _run_replica(
+    args: argparse.Namespace, settings: Settings, account: LocalAccount | None, w3: Any,
+    notifier: Any,
+) -> int:
+    """One replica on a PostgreSQL journal: stand by until the leader lease is ours, lead until
+    it is lost (then stand by again) or the process is stopped. See :mod:`keeper.lease`."""
+    import signal
+    import threading
+
+    from keeper.journal import LeaseLost
+    from keeper.lease import LeaderLease
+    from keeper.scheduler import EXIT_LEASE_LOST, KeeperLoop
+    from keeper.service import TickReport
+
+    assert settings.chain_id is not None  # required with a PostgreSQL journal (config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logger.info("signal %d while standing by: stopping", signum)
+        stop.set()
+
+    metrics, server = None, None
+    lease: LeaderLease | None = None
+    try:
+        with _quiet_start():
+            metrics, server = _start_metrics(settings)
+            lease = LeaderLease(
+                settings.journal_target,
+                settings.chain_id,
+                settings.effective_replica_id,
+                settings.lease_seconds,
+                settings.lease_renew_interval,
+            )
+        while True:
+            signal.signal(signal.SIGINT, on_signal)
+            signal.signal(signal.SIGTERM, on_signal)
+            if metrics is not None:
+                metrics.observe_standby(lease.current())
+            logger.info(
+                "replica %s on chain %d: standing by for the lease", lease.holder,
+                settings.chain_id,
+            )
+            if not lease.wait(stop, on_attempt=_standby_probe(metrics)):
+                return 0
+            if metrics is not None:
+                metrics.observe_lease(True, lease.record)
+            try:
+                service, reconciled = _start_service(
+                    settings, account, w3, metrics, fence=(lease.name, lease.holder)
+                )
+            except LeaseLost as exc:
+                logger.error("lease lost while taking over (%s): standing by again", exc)
+                lease.stop(release=False)
+                continue
+            notifier.from_tick(TickReport(block=-1, outcomes=list(reconciled)))
+            if args.once:
+                try:
+                    return _tick_once(service, metrics, notifier)
+                finally:
+                    lease.stop(release=True)
+            options = _loop_options(settings, metrics, notifier)
+            code = KeeperLoop(service, settings.poll_interval, lease=lease, **options).run()
+            if code != EXIT_LEASE_LOST:
+                return code
+    finally:
+        if lease is not None:
+            lease.stop(release=True)
+            lease.close()
+        if server is not None:
+            server.close()
+        notifier.close()
+
+
+def _standby_probe(metrics: Any) -> Any:
+    """Called after each failed attempt at the lease: a standby's liveness and its metrics."""
+    if metrics is None:
+        return None
+    return lambda current: metrics.observe_standby(current)
 
 
 def _start_metrics(settings: Any) -> tuple[Any, Any]:

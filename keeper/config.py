@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from eth_typing import ChecksumAddress
@@ -64,6 +66,7 @@ from keeper.config_values import (  # noqa: F401 - re-exported: keeper.config is
     parse_address,
 )
 from keeper.errors import ConfigError
+from keeper.journal_db import is_postgres
 from keeper.masking import mask_rpc_url
 from keeper.risk.actions import Urgency
 from keeper.tx.fees import FeePolicy
@@ -229,7 +232,30 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds without a new block before the watchdog logs the head as stalled.",
     )
-    journal: Path = Field(default=Path("keeper-journal.sqlite"), description="SQLite journal file.")
+    journal: Path | SecretStr = Field(
+        default=Path("keeper-journal.sqlite"),
+        description="The journal: a SQLite file, or a postgresql:// URL (replicas, several "
+        "chains on one server).",
+    )
+    replica_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="This replica's name in the leader lease (PostgreSQL journal); unset: "
+        "host name and process id.",
+    )
+    lease_seconds: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=600.0,
+        description="How long the leader's lease lasts without renewal (PostgreSQL journal).",
+    )
+    lease_renew_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60.0,
+        description="Seconds between the leader's renewals, and between a standby's attempts.",
+    )
     dry_run: bool = Field(
         default=False, description="Decide and log what would be sent; send nothing."
     )
@@ -303,10 +329,23 @@ class Settings(BaseSettings):
             return _parse_addresses(str(v) for v in value)
         return value
 
-    @field_validator("keystore", "keystore_password_file", "deployment", "journal", mode="after")
+    @field_validator("keystore", "keystore_password_file", "deployment", mode="after")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @field_validator("journal", mode="before")
+    @classmethod
+    def _journal_target(cls, value: object) -> object:
+        """A postgresql:// URL is a secret (it may carry a password); anything else a path."""
+        if isinstance(value, SecretStr | Path):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if is_postgres(text):
+                return SecretStr(text)
+            return Path(text).expanduser()
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -328,10 +367,38 @@ class Settings(BaseSettings):
         self._check_timing()
         self._set_gas_policy()
         self._set_min_gas_balance()
-        parent = self.journal.parent
-        if not parent.is_dir():
-            raise ConfigError(f"{env_name('journal')}: directory {parent} does not exist")
+        self._check_journal()
         return self
+
+    def _check_journal(self) -> None:
+        name = env_name("journal")
+        if isinstance(self.journal, Path):
+            parent = self.journal.parent
+            if not parent.is_dir():
+                raise ConfigError(f"{name}: directory {parent} does not exist")
+            return
+        url = self.journal.get_secret_value()
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ConfigError(f"{name}: not a valid postgresql:// URL") from None
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ConfigError(
+                f"{name}: {mask_rpc_url(url)} names no host or database "
+                "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"
+            )
+        if self.chain_id is None:
+            raise ConfigError(
+                f"{name}: a PostgreSQL journal needs {env_name('chain_id')} (or "
+                f"{env_name('deployment')}): each chain has its own schema there"
+            )
+        renew, lease = self.lease_renew_interval, self.lease_seconds
+        if renew * 3 > lease:
+            raise ConfigError(
+                f"{env_name('lease_renew_interval')}: {renew:g}s leaves fewer than 3 renewals "
+                f"in the {lease:g}s lease ({env_name('lease_seconds')})"
+            )
 
     def _check_key_source(self) -> None:
         key, keystore, password = (
@@ -435,6 +502,29 @@ class Settings(BaseSettings):
         """The least native balance, in wei, the signer must hold to start (0: no check)."""
         return self._min_gas_balance_wei
 
+    @property
+    def journal_target(self) -> str:
+        """The journal as :class:`keeper.journal.Journal` opens it: a path, or the URL unmasked
+        (for connecting and for the masker, nothing else)."""
+        if isinstance(self.journal, SecretStr):
+            return self.journal.get_secret_value()
+        return str(self.journal)
+
+    @property
+    def journal_is_postgres(self) -> bool:
+        return isinstance(self.journal, SecretStr)
+
+    @property
+    def effective_replica_id(self) -> str:
+        """This replica's name in the lease: KEEPER_REPLICA_ID, else host name and pid."""
+        return self.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+
+    def secret_urls(self) -> tuple[str, ...]:
+        """Every configured URL whose secret parts the masker must hide: the RPC URLs and a
+        PostgreSQL journal's URL."""
+        journal = (self.journal_target,) if self.journal_is_postgres else ()
+        return (*self.rpc_urls(), *journal)
+
     def rpc_urls(self) -> tuple[str, ...]:
         """KEEPER_RPC_URL and then each KEEPER_RPC_FALLBACK_URLS entry, unmasked: for connecting
         and for registering their secret parts with the log and error masker, nothing else."""
@@ -480,6 +570,8 @@ class Settings(BaseSettings):
         if field == "rpc_fallback_urls":
             masked = [mask_rpc_url(s.get_secret_value()) for s in value]
             return ", ".join(masked) if masked else "(none)"
+        if field == "journal" and isinstance(value, SecretStr):
+            return mask_rpc_url(value.get_secret_value())
         if field == "notify_urls":
             return f"{len(value)} URL(s), masked" if value else "(none)"
         if field == "private_key":

@@ -7,7 +7,9 @@ the Prometheus metrics (off unless the composition root calls :func:`serve`).
   has completed yet, so a start gets the same grace), or when every watched vault is halted
   (the process runs but keeps nothing: only a restart clears a halt).
 - ``/readyz`` (readiness, for a load balancer or a standby replica): 200 once the service has
-  started — chain and vaults checked, journal reconciled — and the server answers; 503 before.
+  started — chain and vaults checked, journal reconciled — and the server answers; 503 before,
+  and 503 on a standby replica (it does not hold the leader lease). A standby's ``/healthz``
+  answers 200 while it keeps trying for the lease (each attempt counts as a good tick).
 - ``/metrics``: the registry in the Prometheus text format (prometheus-client's WSGI app).
 
 Loopback by default: the endpoint has no authentication, and what it shows (vault addresses,
@@ -79,6 +81,8 @@ class HealthState:
         self._last_good: float | None = None
         self._watched = 0
         self._halted = 0
+        #: None: not a replica; else the current leader's name while this one stands by.
+        self._standby_for: str | None = None
 
     @property
     def stale_after_s(self) -> float:
@@ -94,6 +98,19 @@ class HealthState:
         """The service has started (see `KeeperService.start`): /readyz answers 200 from now."""
         with self._lock:
             self._started = True
+
+    def standing_by(self, leader: str | None) -> None:
+        """A replica's attempt at the lease failed (`leader` holds it): alive, not ready."""
+        now = self._clock()
+        with self._lock:
+            self._started = False
+            self._standby_for = leader or "nobody"
+            self._last_good = now
+
+    def leading(self) -> None:
+        """The replica took the lease; ready once `mark_started` (after reconciliation)."""
+        with self._lock:
+            self._standby_for = None
 
     def tick_completed(self, ok: bool) -> None:
         """A tick ended; `ok` when it ended without an error."""
@@ -131,7 +148,12 @@ class HealthState:
         return Verdict(True, "ticking", details)
 
     def readiness(self) -> Verdict:
-        started = self.started
+        with self._lock:
+            started, standby = self._started, self._standby_for
+        if standby is not None:
+            return Verdict(
+                False, f"standby (leader: {standby})", {"started": False, "leader": standby}
+            )
         return Verdict(started, "started" if started else "starting", {"started": started})
 
 

@@ -1,4 +1,4 @@
-"""The durable record: ticks, decisions, intents and their transactions, in SQLite.
+"""The durable record: ticks, decisions, intents and their transactions, in SQLite or PostgreSQL.
 
 The rule it exists for: an intent, and each signed transaction with its raw bytes, is committed
 to disk *before* it is broadcast. After a crash, :meth:`Journal.unfinished_intents` lists what
@@ -17,17 +17,25 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import get_args
+from typing import Any, get_args
 
 from web3.types import Wei
 
+from keeper.journal_db import (
+    MIGRATION_LOCK_KEY,
+    POSTGRES,
+    SQLITE,
+    Dialect,
+    connect,
+    describe,
+    schema_for,
+)
 from keeper.journal_schema import (  # noqa: F401 - some re-exported: keeper.journal is the API
     BUSY_TIMEOUT_MS,
     INITIAL_STATUSES,
@@ -38,6 +46,8 @@ from keeper.journal_schema import (  # noqa: F401 - some re-exported: keeper.jou
     IntentRecord,
     IntentStatus,
     JournalError,
+    LeaseLost,
+    LeaseRecord,
     TickRecord,
     TxRecord,
     TxStatus,
@@ -59,44 +69,66 @@ logger = logging.getLogger(__name__)
 # --- the journal -------------------------------------------------------------------------------
 
 
+class _Tx:
+    """The connection inside one write transaction, speaking the journal's SQL (SQLite's
+    spelling; translated for PostgreSQL)."""
+
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
+        self._conn, self._dialect = conn, dialect
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> Any:
+        return self._conn.execute(self._dialect.sql(sql), params)
+
+
 class Journal:
-    """One SQLite file (or ``":memory:"``), one connection, one lock. Every public write is one
-    transaction, committed (and fsynced) before the method returns."""
+    """One SQLite file (or ``":memory:"``) or one PostgreSQL schema, one connection, one lock.
+    Every public write is one transaction, committed (and durable) before the method returns.
+
+    Fencing: once :meth:`fence` names this process as the holder of a lease, every write first
+    checks, inside its own transaction and by the database's clock, that the lease is still
+    ours and unexpired (holding its row until commit); otherwise it raises :class:`LeaseLost`
+    and writes nothing. Since every signed transaction is journaled before it is broadcast, a
+    replica that lost its lease can broadcast only what the journal already holds — which the
+    new leader reconciles — and never a new action."""
 
     def __init__(
-        self, path: str | Path, clock: Callable[[], float] = time.time, read_only: bool = False
+        self,
+        target: str | Path,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
+        chain_id: int | None = None,
     ) -> None:
-        """Open (creating and migrating) the journal at `path`. `read_only`: an existing file
-        another process writes, for `keeper status` — nothing is created, migrated or written;
-        a journal of another schema version is refused."""
-        self.path = str(path)
+        """Open (creating and migrating) the journal at `target`: a SQLite path, or a
+        ``postgresql://`` URL (then `chain_id` picks the schema). `read_only`: a journal another
+        process writes, for `keeper status` — nothing is created, migrated or written; a journal
+        of another schema version is refused."""
+        self.path = str(target)
+        self.where = describe(self.path)
+        self.chain_id = chain_id
         self._clock = clock
         self._lock = threading.RLock()
-        target = f"file:{Path(self.path).as_posix()}?mode=ro" if read_only else self.path
+        self._fence: tuple[str, str] | None = None
+        self._conn, self._db = connect(self.path, read_only, chain_id)
+        self.backend = self._db.name
         try:
-            self._conn = sqlite3.connect(
-                target, isolation_level=None, check_same_thread=False, uri=read_only
-            )
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
-        if read_only:
-            self._check_read_only()
-            return
-        try:
-            self._conn.row_factory = sqlite3.Row
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if read_only:
+                self._check_read_only()
+                return
+            mode = "wal"
+            if self._db is SQLITE:
+                mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._migrate()
         except BaseException as exc:
             self._conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
+            if self._db.is_db_error(exc):
+                raise JournalError(f"journal {self.where}: cannot open: {exc}") from exc
             raise
         if mode != "wal" and self.path != ":memory:":
-            logger.warning("journal %s: WAL unavailable, journal_mode=%s", self.path, mode)
-        logger.debug("journal %s open (schema %d)", self.path, SCHEMA_VERSION)
+            logger.warning("journal %s: WAL unavailable, journal_mode=%s", self.where, mode)
+        logger.debug("journal %s open (schema %d)", self.where, SCHEMA_VERSION)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -115,64 +147,100 @@ class Journal:
     ) -> None:
         self.close()
 
+    def fence(self, lease: str, holder: str) -> None:
+        """From now on every write of this journal requires `holder` to hold lease `lease`."""
+        self._fence = (lease, holder)
+
     @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _write(self, what: str, fenced: bool = True) -> Iterator[_Tx]:
         with self._lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(self._db.begin)
                 try:
-                    yield self._conn
+                    tx = _Tx(self._conn, self._db)
+                    if fenced and self._fence is not None:
+                        self._check_fence(tx, what)
+                    yield tx
                 except BaseException:
                     self._conn.execute("ROLLBACK")
                     raise
                 self._conn.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                raise JournalError(f"journal: {what}: constraint violated: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal: {what}: {exc}") from exc
+            except (JournalError, LeaseLost):
+                raise
+            except Exception as exc:
+                if self._db.is_integrity_error(exc):
+                    raise JournalError(f"journal: {what}: constraint violated: {exc}") from exc
+                if self._db.is_db_error(exc):
+                    raise JournalError(f"journal: {what}: {exc}") from exc
+                raise
 
-    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+    def _check_fence(self, tx: _Tx, what: str) -> None:
+        assert self._fence is not None
+        name, holder = self._fence
+        row = tx.execute(
+            f"SELECT holder, expires_at > {self._db.now} AS live FROM leases WHERE name = ?"
+            + self._db.for_update,
+            (name,),
+        ).fetchone()
+        if row is None or row["holder"] != holder or not row["live"]:
+            by = (
+                "nobody"
+                if row is None
+                else f"{row['holder']}" + ("" if row["live"] else ", expired")
+            )
+            raise LeaseLost(
+                f"journal: {what} refused: lease {name!r} is not held by {holder} ({by})"
+            )
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self._conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal: read failed: {exc}") from exc
+                return list(self._conn.execute(self._db.sql(sql), params).fetchall())
+            except Exception as exc:
+                if self._db.is_db_error(exc):
+                    raise JournalError(f"journal: read failed: {exc}") from exc
+                raise
 
     def _check_read_only(self) -> None:
         try:
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            row = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise JournalError(f"journal {self.path}: cannot read: {exc}") from exc
-        version = int(row[0] or 0)
+            if self._db is SQLITE:
+                self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            row = self._conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+        except Exception as exc:
+            if not self._db.is_db_error(exc):
+                raise
+            raise JournalError(f"journal {self.where}: cannot read: {exc}") from None
+        version = int(row["v"] or 0)
         if version != SCHEMA_VERSION:
-            self._conn.close()
             raise JournalError(
-                f"journal {self.path}: schema {version}, this keeper reads {SCHEMA_VERSION} "
+                f"journal {self.where}: schema {version}, this keeper reads {SCHEMA_VERSION} "
                 "(start this keeper on it once to migrate)"
             )
 
     def _migrate(self) -> None:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        conn, db = self._conn, self._db
+        conn.execute(db.begin)
         try:
+            if db is POSTGRES:  # replicas starting together: one migrates, the others wait
+                conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_for(self.chain_id or 0)}")
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            current = int(row[0] or 0)
+            row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+            current = int(row["v"] or 0)
             if current > SCHEMA_VERSION:
                 raise JournalError(
-                    f"journal {self.path}: schema {current} is newer than this keeper's "
+                    f"journal {self.where}: schema {current} is newer than this keeper's "
                     f"{SCHEMA_VERSION}"
                 )
             for version, ddl in MIGRATIONS:
                 if version > current:
-                    for statement in ddl.split(";"):
+                    for statement in db.ddl(ddl).split(";"):
                         if statement.strip():
                             conn.execute(statement)
-                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                    logger.info("journal %s: schema migrated to %d", self.path, version)
+                    conn.execute(
+                        db.sql("INSERT INTO schema_version (version) VALUES (?)"), (version,)
+                    )
+                    logger.info("journal %s: schema migrated to %d", self.where, version)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -183,10 +251,11 @@ class Journal:
     def start_tick(self, block: int, chain_id: int) -> int:
         with self._write("start tick") as conn:
             cur = conn.execute(
-                "INSERT INTO ticks (started_at, block, chain_id, status) VALUES (?, ?, ?, ?)",
+                "INSERT INTO ticks (started_at, block, chain_id, status) VALUES (?, ?, ?, ?)"
+                " RETURNING id",
                 (self._clock(), block, chain_id, "running"),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()["id"])
 
     def finish_tick(self, tick_id: int, status: str, error: str | None = None) -> None:
         """Close tick `tick_id` with `status` (e.g. 'ok', 'error', 'timeout'). The error text is
@@ -230,7 +299,7 @@ class Journal:
             cur = conn.execute(
                 "INSERT INTO decisions (tick_id, vault, kind, urgency, expected_benefit_usd,"
                 " expected_cost_usd, reason, inputs_json, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     tick_id,
                     vault,
@@ -243,7 +312,7 @@ class Journal:
                     self._clock(),
                 ),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()["id"])
 
     def decision(self, decision_id: int) -> DecisionRecord:
         rows = self._read("SELECT * FROM decisions WHERE id = ?", (decision_id,))
@@ -284,7 +353,7 @@ class Journal:
         with self._write("record intent") as conn:
             cur = conn.execute(
                 "INSERT INTO intents (decision_id, vault, kind, calldata, to_address, value,"
-                " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     decision_id,
                     vault,
@@ -297,7 +366,7 @@ class Journal:
                     now,
                 ),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()["id"])
 
     def attach_nonce(self, intent_id: int, nonce: int) -> None:
         """Set the intent's nonce (once: every transaction of an intent shares it)."""
@@ -338,7 +407,7 @@ class Journal:
             cur = conn.execute(
                 "INSERT INTO transactions (intent_id, tx_hash, nonce, max_fee_per_gas,"
                 " max_priority_fee_per_gas, gas_limit, raw_tx, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id",
                 (
                     intent_id,
                     tx_hash,
@@ -355,7 +424,7 @@ class Journal:
                 "UPDATE intents SET status = 'sent', nonce = ?, updated_at = ? WHERE id = ?",
                 (nonce, now, intent_id),
             )
-            return int(cur.lastrowid or 0)
+            return int(cur.fetchone()["id"])
 
     def mark_transaction(
         self,
@@ -460,7 +529,7 @@ class Journal:
                 " updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(vault) DO UPDATE SET"
                 " consecutive_failures = excluded.consecutive_failures,"
                 " halted = excluded.halted,"
-                " last_error = COALESCE(excluded.last_error, last_error),"
+                " last_error = COALESCE(excluded.last_error, vault_faults.last_error),"
                 " updated_at = excluded.updated_at",
                 (vault, consecutive_failures, int(halted), shown, self._clock()),
             )
@@ -486,6 +555,107 @@ class Journal:
             )
             for r in rows
         ]
+
+    # --- the leader's lease ----------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, duration_s: float) -> LeaseRecord:
+        """Take lease `name` for `holder` if nobody holds it or its holder let it expire (a new
+        term: the epoch goes up), or extend it if `holder` holds it. Returns the lease as it
+        stands after, whoever holds it. Timed by the database's clock; never fenced."""
+        now = self._db.now
+        with self._write(f"acquire lease {name}", fenced=False) as tx:
+            row = self._lease_row(tx, name)
+            if row is None:
+                tx.execute(
+                    "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at,"
+                    f" expires_at) VALUES (?, ?, 1, {now}, {now}, {now} + ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (name, holder, float(duration_s)),
+                )
+            elif row["holder"] == holder and row["live"]:
+                tx.execute(
+                    f"UPDATE leases SET renewed_at = {now}, expires_at = {now} + ? WHERE name = ?",
+                    (float(duration_s), name),
+                )
+            elif not row["live"]:
+                tx.execute(
+                    f"UPDATE leases SET holder = ?, epoch = epoch + 1, acquired_at = {now},"
+                    f" renewed_at = {now}, expires_at = {now} + ? WHERE name = ?",
+                    (holder, float(duration_s), name),
+                )
+            found = self._lease_row(tx, name)
+        assert found is not None
+        return self._lease(found)
+
+    def renew_lease(self, name: str, holder: str, duration_s: float) -> LeaseRecord | None:
+        """Extend lease `name` if `holder` holds it and it has not expired; None if not (it is
+        lost: an expired lease is never renewed, only acquired again as a new term)."""
+        now = self._db.now
+        with self._write(f"renew lease {name}", fenced=False) as tx:
+            cur = tx.execute(
+                f"UPDATE leases SET renewed_at = {now}, expires_at = {now} + ?"
+                f" WHERE name = ? AND holder = ? AND expires_at > {now}",
+                (float(duration_s), name, holder),
+            )
+            if cur.rowcount == 0:
+                return None
+            found = self._lease_row(tx, name)
+        assert found is not None
+        return self._lease(found)
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give lease `name` up at once if `holder` holds it (a clean stop: the standby need not
+        wait for it to expire). Whether it was ours."""
+        now = self._db.now
+        with self._write(f"release lease {name}", fenced=False) as tx:
+            cur = tx.execute(
+                f"UPDATE leases SET expires_at = {now} WHERE name = ? AND holder = ?"
+                f" AND expires_at > {now}",
+                (name, holder),
+            )
+            return bool(cur.rowcount)
+
+    def lease(self, name: str) -> LeaseRecord | None:
+        """Lease `name` as it stands (None: never taken)."""
+        rows = self._read(
+            f"SELECT *, expires_at > {self._db.now} AS live, {self._db.now} AS db_now"
+            " FROM leases WHERE name = ?",
+            (name,),
+        )
+        return self._lease(rows[0]) if rows else None
+
+    def _lease_row(self, tx: _Tx, name: str) -> Any:
+        return tx.execute(
+            f"SELECT *, expires_at > {self._db.now} AS live, {self._db.now} AS db_now"
+            " FROM leases WHERE name = ?" + self._db.for_update,
+            (name,),
+        ).fetchone()
+
+    @staticmethod
+    def _lease(r: Any) -> LeaseRecord:
+        return LeaseRecord(
+            r["name"],
+            r["holder"],
+            int(r["epoch"]),
+            float(r["acquired_at"]),
+            float(r["renewed_at"]),
+            float(r["expires_at"]),
+            float(r["db_now"]),
+        )
+
+    def nonce_floor(self) -> int:
+        """One above the highest nonce of an intent with a journaled transaction (in flight or
+        included), else 0. A transaction is journaled before it is broadcast, so a node may not
+        have seen it (its sender died in between, or it was a replica that lost the lease): a
+        keeper that starts or takes over hands out nonces from here up, whatever the node
+        reports. Intents with a nonce but no transaction were never broadcast and do not count
+        (the start-up reconciliation closes them)."""
+        rows = self._read(
+            "SELECT MAX(nonce) AS n FROM intents WHERE nonce IS NOT NULL"
+            " AND status IN ('sent', 'mined', 'reverted')"
+        )
+        value = rows[0]["n"] if rows else None
+        return 0 if value is None else int(value) + 1
 
     # --- queries ---------------------------------------------------------------------------------
 
@@ -575,7 +745,7 @@ class Journal:
         ]
 
     @staticmethod
-    def _tx(r: sqlite3.Row) -> TxRecord:
+    def _tx(r: Any) -> TxRecord:
         return TxRecord(
             r["id"],
             r["intent_id"],
@@ -594,10 +764,8 @@ class Journal:
         )
 
     @staticmethod
-    def _intent_row(conn: sqlite3.Connection, intent_id: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = conn.execute(
-            "SELECT * FROM intents WHERE id = ?", (intent_id,)
-        ).fetchone()
+    def _intent_row(conn: _Tx, intent_id: int) -> Any:
+        row: Any = conn.execute("SELECT * FROM intents WHERE id = ?", (intent_id,)).fetchone()
         if row is None:
             raise JournalError(f"journal: unknown intent {intent_id}")
         return row
@@ -624,6 +792,8 @@ __all__ = [
     "IntentStatus",
     "Journal",
     "JournalError",
+    "LeaseLost",
+    "LeaseRecord",
     "TickRecord",
     "TxRecord",
     "TxStatus",

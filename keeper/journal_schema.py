@@ -114,6 +114,23 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        # The leader's lease (times are the database's clock, unix seconds), and fencing by
+        # nonce: no two live intents (awaiting, in flight or included) share a nonce.
+        """
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            acquired_at REAL NOT NULL,
+            renewed_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX intents_live_nonce ON intents(nonce)
+            WHERE nonce IS NOT NULL AND status IN ('pending', 'sent', 'mined', 'reverted');
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -122,6 +139,13 @@ class JournalError(KeeperError):
     """The journal refused a write or a lookup (unknown id, duplicate hash, disk error).
 
     Not retryable by default: nothing may be broadcast that the journal did not record."""
+
+
+class LeaseLost(Exception):
+    """A write of a fenced journal was refused: this process no longer holds the lease.
+
+    Deliberately not a KeeperError: no tick or vault boundary may swallow it. The loop stops
+    on it and the replica goes back to standby (see :mod:`keeper.lease`)."""
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -170,6 +194,23 @@ class TxRecord:
     effective_gas_price: Wei | None
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    name: str
+    holder: str
+    #: Incremented at every change of holder: the term of the current leader.
+    epoch: int
+    acquired_at: float
+    renewed_at: float
+    expires_at: float
+    #: The database's clock when this was read.
+    db_now: float
+
+    @property
+    def live(self) -> bool:
+        return self.expires_at > self.db_now
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
-"""Hiding what RPC URLs carry — API keys in the path or query, ``user:password`` — wherever text
-leaves the process: error messages, log records, the journal.
+"""Hiding what RPC and database URLs carry — API keys in the path or query, ``user:password`` —
+wherever text leaves the process: error messages, log records, the journal.
 
 Two rules, applied by :func:`mask_text`:
 
@@ -7,8 +7,9 @@ Two rules, applied by :func:`mask_text`:
    path segments, its query and query values) is replaced by ``***`` wherever it appears, in any
    letter case — also without the URL around it, as urllib3 writes it
    (``Max retries exceeded with url: /v3/KEY``);
-2. in any other http(s)/ws(s) URL, the userinfo, the query and path segments that look like
-   tokens (:data:`TOKEN_MIN_CHARS` or more letters, digits, ``-`` and ``_``) are replaced.
+2. in any other http(s), ws(s) or postgres(ql) URL, the userinfo, the query and path segments
+   that look like tokens (:data:`TOKEN_MIN_CHARS` or more letters, digits, ``-`` and ``_``) are
+   replaced.
 
 Standard library only: :mod:`keeper.errors` masks every message through it, and the risk core
 (which imports the errors) must not load a chain library.
@@ -31,7 +32,7 @@ FRAGMENT_MIN_CHARS = 4
 #: What a hidden fragment becomes.
 MASK = "***"
 
-_URL_RE = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>()\[\]{},]+", re.IGNORECASE)
+_URL_RE = re.compile(r"\b(?:https?|wss?|postgres(?:ql)?)://[^\s'\"<>()\[\]{},]+", re.IGNORECASE)
 _TOKEN_RE = re.compile(rf"[A-Za-z0-9_\-]{{{TOKEN_MIN_CHARS},}}")
 
 

@@ -53,7 +53,7 @@ from keeper.errors import KeeperError
 from keeper.health import DEFAULT_HOST, STALE_INTERVALS, HealthState, MetricsServer, make_app
 from keeper.health import serve as serve_app
 from keeper.inputs import RISK_FREE_RATE
-from keeper.journal import IntentRecord, JournalError, TxRecord
+from keeper.journal import IntentRecord, JournalError, LeaseRecord, TxRecord
 from keeper.risk.actions import ActionKind, Urgency
 from keeper.risk.health import portfolio_greeks
 from keeper.tx.sender import GAP_FILL_KIND, Outcome
@@ -243,6 +243,18 @@ class KeeperMetrics:
         )
         self.interval = gauge("keeper_tick_interval_seconds", "Configured seconds between ticks.")
         self.ready = gauge("keeper_ready", "1 once the service has started (/readyz answers 200).")
+        # ---- replicas (PostgreSQL journal)
+        self.lease_held = gauge(
+            "keeper_lease_held", "1 while this replica holds the leader lease of its chain."
+        )
+        self.lease_term = gauge(
+            "keeper_lease_epoch", "Term of the leader lease as this replica last saw it."
+        )
+        self.lease_holder = gauge(
+            "keeper_lease_holder",
+            "1 for the replica this one last saw holding the leader lease (label: its name).",
+            ("holder",),
+        )
         # ---- chain
         self.head_block = gauge("keeper_head_block_number", "Newest block this process has seen.")
         self.tick_block = gauge("keeper_tick_block_number", "Block the last tick read vaults at.")
@@ -390,6 +402,29 @@ class KeeperMetrics:
         self._observe_service(service)
         self.health.mark_started()
         self.ready.set(1)
+
+    def observe_lease(self, held: bool, record: LeaseRecord | None) -> None:
+        """This replica took (`held`) or lost the lease; `record` as it stands."""
+        self.lease_held.set(1 if held else 0)
+        if held:
+            self.health.leading()
+        else:
+            self.ready.set(0)
+        self._set_holder(record)
+
+    def observe_standby(self, record: LeaseRecord | None) -> None:
+        """A standby's failed attempt at the lease: alive, not ready, who leads."""
+        self.lease_held.set(0)
+        self.ready.set(0)
+        live = record if record is not None and record.live else None
+        self.health.standing_by(live.holder if live is not None else None)
+        self._set_holder(live)
+
+    def _set_holder(self, record: LeaseRecord | None) -> None:
+        self.lease_holder.clear()
+        if record is not None:
+            self.lease_holder.labels(holder=record.holder).set(1)
+            self.lease_term.set(record.epoch)
 
     def observe_head(self, block: int) -> None:
         """The node's head as the scheduler's head poll sees it (between ticks)."""

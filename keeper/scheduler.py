@@ -24,14 +24,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from keeper.chain.rpc_errors import RpcErrorKind, classify
+from keeper.journal import LeaseLost
 
 if TYPE_CHECKING:
+    from keeper.lease import LeaderLease
     from keeper.metrics import KeeperMetrics
     from keeper.notify import Notifier
     from keeper.service import KeeperService
@@ -44,8 +46,9 @@ MAX_CONSECUTIVE_FAILURES = 10
 HEAD_POLL_S = 1.0
 #: Seconds without a new head before the watchdog calls it stalled (ten 12 s blocks).
 HEAD_STALL_S = 120.0
-#: Exit codes: a bug (an exception that is not a KeeperError); too many failed ticks in a row.
-EXIT_BUG, EXIT_FAILING = 1, 3
+#: Exit codes: a bug (an exception that is not a KeeperError); too many failed ticks in a row;
+#: the leader lease lost (the replica stands by again; `keeper run` does not exit with it).
+EXIT_BUG, EXIT_FAILING, EXIT_LEASE_LOST = 1, 3, 4
 
 
 @dataclass
@@ -70,8 +73,12 @@ class KeeperLoop:
         metrics: KeeperMetrics | None = None,
         notifier: Notifier | None = None,
         min_gas_balance_wei: int = 0,
+        lease: LeaderLease | None = None,
     ) -> None:
+        """`lease`: this replica leads while it holds it (renewed here); once it is lost the
+        loop stops with EXIT_LEASE_LOST."""
         self.service = service
+        self.lease = lease
         self.metrics = metrics
         self.notifier = notifier
         self.min_gas_balance_wei = min_gas_balance_wei
@@ -98,6 +105,8 @@ class KeeperLoop:
 
     # ------------------------------------------------------------------ jobs
     def _tick(self) -> None:
+        if self.lease is not None and not self.lease.held:
+            return  # lost: the loop is stopping
         report = self.service.tick()
         if self.metrics is not None:
             self.metrics.observe_tick(report, self.service)
@@ -165,6 +174,9 @@ class KeeperLoop:
 
     def _on_error(self, event: JobExecutionEvent) -> None:
         exc = event.exception
+        if isinstance(exc, LeaseLost):  # a write refused by the fence: another replica leads
+            self._lease_lost(str(exc))
+            return
         logger.critical(
             "tick raised %s: a bug; stopping with exit code %d",
             type(exc).__name__,
@@ -172,6 +184,17 @@ class KeeperLoop:
             exc_info=(type(exc), exc, exc.__traceback__),
         )
         self._stop_with(EXIT_BUG)
+
+    def _lease_lost(self, why: str) -> None:
+        if self._watch.exit == EXIT_LEASE_LOST:
+            return
+        logger.error("not the leader any more (%s): stopping the keeper loop", why)
+        if self.notifier is not None:
+            now = self.lease.current() if self.lease is not None else None
+            self.notifier.lease_lost(now.holder if now is not None and now.live else None)
+        if self.metrics is not None:
+            self.metrics.observe_lease(False, None)
+        self._stop_with(EXIT_LEASE_LOST)
 
     # ------------------------------------------------------------------ control
     def _stop_with(self, code: int) -> None:
@@ -200,39 +223,32 @@ class KeeperLoop:
             if self.head_poll_s > 0
             else "",
         )
-        self.scheduler.start()
+        if self.lease is not None:
+            self.lease.start_renewing(self._lease_lost)
+        try:
+            self.scheduler.start()
+        finally:
+            # A tick still running (the scheduler was stopped from a job) ends first: its
+            # journal writes are refused once the lease is gone, so it can send nothing new.
+            self.service.wait_idle(self.service.tick_deadline_s + 5)
+            if self.lease is not None:
+                self.lease.stop(release=self._watch.exit != EXIT_LEASE_LOST)
         self.service.journal.close()
         if self._watch.exit == 0:
             logger.info("keeper stopped cleanly")
         return self._watch.exit
 
 
-def run_scheduler(
-    service: KeeperService,
-    interval_s: float,
-    max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
-    head_poll_s: float = HEAD_POLL_S,
-    head_stall_s: float = HEAD_STALL_S,
-    metrics: KeeperMetrics | None = None,
-    notifier: Notifier | None = None,
-    min_gas_balance_wei: int = 0,
-) -> int:
-    """Run the keeper until stopped (see the module docstring); its exit code."""
-    return KeeperLoop(
-        service,
-        interval_s,
-        max_consecutive_failures,
-        head_poll_s,
-        head_stall_s,
-        metrics,
-        notifier,
-        min_gas_balance_wei,
-    ).run()
+def run_scheduler(service: KeeperService, interval_s: float, **options: Any) -> int:
+    """Run the keeper until stopped (see the module docstring); its exit code. `options` are
+    :class:`KeeperLoop`'s."""
+    return KeeperLoop(service, interval_s, **options).run()
 
 
 __all__ = [
     "EXIT_BUG",
     "EXIT_FAILING",
+    "EXIT_LEASE_LOST",
     "HEAD_POLL_S",
     "HEAD_STALL_S",
     "MAX_CONSECUTIVE_FAILURES",

@@ -40,9 +40,15 @@ class NonceManager:
     never counts transactions that do not exist.
     """
 
-    def __init__(self, address: str, fetch: Callable[[], int]) -> None:
+    def __init__(
+        self, address: str, fetch: Callable[[], int], floor: Callable[[], int] | None = None
+    ) -> None:
+        """`fetch` reads the node's count; `floor`, when given, a count the local view never
+        goes below (the journal's :meth:`~keeper.journal.Journal.nonce_floor`: transactions
+        journaled before their broadcast, which a node may never have seen)."""
         self.address = address
         self._fetch = fetch
+        self._floor = floor
         self._lock = threading.Lock()
         self._next: int | None = None
         self._chain_count = 0
@@ -50,8 +56,11 @@ class NonceManager:
         self._gaps: set[int] = set()
 
     @classmethod
-    def for_account(cls, w3: Web3, address: str) -> NonceManager:
-        """A manager whose chain view is ``eth_getTransactionCount(address, "pending")``."""
+    def for_account(
+        cls, w3: Web3, address: str, floor: Callable[[], int] | None = None
+    ) -> NonceManager:
+        """A manager whose chain view is ``eth_getTransactionCount(address, "pending")``,
+        never below `floor()`."""
         checksum = Web3.to_checksum_address(address)
 
         def fetch() -> int:
@@ -60,7 +69,7 @@ class NonceManager:
             except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
                 raise read_failure(exc, f"transaction count of {checksum}") from None
 
-        return cls(checksum, fetch)
+        return cls(checksum, fetch, floor)
 
     # --- views ---------------------------------------------------------------------------------
 
@@ -207,6 +216,18 @@ class NonceManager:
         count = self._fetch()
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ChainReadError(f"transaction count of {self.address}: bad value {count!r}")
+        if self._floor is not None:
+            floor = self._floor()
+            if floor > count:
+                logger.warning(
+                    "nonce of %s: node counts %d, the journal holds transactions up to %d: "
+                    "starting at %d",
+                    self.address,
+                    count,
+                    floor - 1,
+                    floor,
+                )
+                count = floor
         return count
 
     def _resync(self, current: int, reason: str) -> int:

@@ -1,7 +1,10 @@
-"""The SQLite journal: durability, crash recovery, replacement bookkeeping, JSON, threads."""
+"""The journal on both of its databases (SQLite, and a real PostgreSQL server started by the
+tests): durability, crash recovery, replacement bookkeeping, JSON, threads, migrations, the
+leader's lease and fencing."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sqlite3
@@ -9,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ from keeper.journal import (
     SCHEMA_VERSION,
     Journal,
     JournalError,
+    LeaseLost,
     decode_json,
     encode_json,
 )
@@ -43,9 +49,38 @@ class Clock:
         return self.now
 
 
+#: A fresh chain id (so a fresh schema) for each PostgreSQL journal of the run.
+_CHAINS = itertools.count(900_001)
+
+Opener = Callable[..., Journal]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens the same journal (a file, or one chain's schema on the test server) each call."""
+    opened: list[Journal] = []
+    if request.param == "sqlite":
+        target, chain_id = str(tmp_path / "journal.sqlite"), None
+    else:
+        target, chain_id = request.getfixturevalue("pg_server").url(), next(_CHAINS)
+
+    def open_(**kw: object) -> Journal:
+        kw.setdefault("chain_id", chain_id)
+        j = Journal(target, **kw)  # type: ignore[arg-type]
+        opened.append(j)
+        return j
+
+    yield open_
+    for j in opened:
+        try:
+            j.close()
+        except Exception:  # closed by the test already
+            pass
+
+
 @pytest.fixture
-def journal() -> Journal:
-    return Journal(":memory:", clock=Clock())
+def journal(open_journal: Opener) -> Journal:
+    return open_journal(clock=Clock())
 
 
 def sent_intent(j: Journal, nonce: int = 7, n: int = 1) -> int:
@@ -55,16 +90,15 @@ def sent_intent(j: Journal, nonce: int = 7, n: int = 1) -> int:
     return intent_id
 
 
-def test_survives_close_and_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite"
-    with Journal(path) as j:
+def test_survives_close_and_reopen(open_journal: Opener) -> None:
+    with open_journal() as j:
         tick = j.start_tick(block=123, chain_id=31337)
         decision = j.record_decision(tick, VAULT, ActionKind.DELEVERAGE, Urgency.CRITICAL, 1e6,
                                      12.5, "health 1.1 < 1.25", {"health": 1.1})
         intent_id = j.record_intent(VAULT, ActionKind.DELEVERAGE, VAULT, CALLDATA, value=5,
                                     decision_id=decision)
         j.finish_tick(tick, "ok")
-    with Journal(path) as j:
+    with open_journal() as j:
         record = j.intent(intent_id)
         assert (record.vault, record.kind, record.calldata, record.value) == (
             VAULT, "deleverage", CALLDATA, 5)
@@ -84,7 +118,7 @@ def test_pragmas_and_schema_version(tmp_path: Path) -> None:
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent, per file
     versions = raw.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-    assert versions == [(1,), (2,)] and SCHEMA_VERSION == 2
+    assert versions == [(1,), (2,), (3,)] and SCHEMA_VERSION == 3
     raw.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     raw.commit()
     raw.close()
@@ -163,8 +197,8 @@ def test_json_round_trip_of_non_finite_floats_and_huge_ints(journal: Journal) ->
     tick = journal.start_tick(1, 1)
     decision_id = journal.record_decision(tick, VAULT, "hedge", "HIGH", math.inf, math.nan,
                                           "delta drift", inputs)
-    stored = journal._conn.execute(
-        "SELECT inputs_json FROM decisions WHERE id = ?", (decision_id,)).fetchone()[0]
+    stored = journal._read(
+        "SELECT inputs_json FROM decisions WHERE id = ?", (decision_id,))[0]["inputs_json"]
 
     def reject(token: str) -> None:
         raise AssertionError(f"non-standard JSON token {token}")
@@ -257,11 +291,11 @@ def test_timestamps_come_from_the_injected_clock(journal: Journal) -> None:
     assert (record.created_at, record.updated_at) == (1_700_000_001.0, 1_700_000_002.0)
 
 
-def test_concurrent_writes_from_threads(tmp_path: Path) -> None:
+def test_concurrent_writes_from_threads(open_journal: Opener) -> None:
     threads, per_thread = 8, 25
     barrier = threading.Barrier(threads)
     errors: list[BaseException] = []
-    with Journal(tmp_path / "journal.sqlite") as j:
+    with open_journal() as j:
 
         def work(slot: int) -> None:
             try:
@@ -314,8 +348,10 @@ def test_a_version_1_journal_is_migrated_and_keeps_its_intents(tmp_path: Path) -
         assert [(f.halted, f.consecutive_failures) for f in j.vault_faults()] == [(False, 0)]
 
 
-def test_a_reorged_intent_is_reopened_with_its_transactions_pending(tmp_path: Path) -> None:
-    with Journal(tmp_path / "journal.sqlite") as j:
+def test_a_reorged_intent_is_reopened_with_its_transactions_pending(
+    open_journal: Opener,
+) -> None:
+    with open_journal() as j:
         i = j.record_intent(VAULT, "hedge", VAULT, CALLDATA)
         j.attach_nonce(i, 7)
         j.record_transaction(i, h(1), 7, 50, 5, 90_000, b"\x02a")
@@ -334,11 +370,12 @@ def test_a_reorged_intent_is_reopened_with_its_transactions_pending(tmp_path: Pa
             j.reopen_intent(i, "again")
 
 
-def test_status_shows_the_journals_halts_and_transactions_in_flight(tmp_path: Path) -> None:
+def test_status_shows_the_journals_halts_and_transactions_in_flight(
+    open_journal: Opener,
+) -> None:
     from keeper.status import journal_text
 
-    path = tmp_path / "journal.sqlite"
-    with Journal(path, clock=lambda: 1_000.0) as j:
+    with open_journal(clock=lambda: 1_000.0) as j:
         tick = j.start_tick(77, 1)
         j.finish_tick(tick, "error", "eth_blockNumber failed after 4 attempts")
         j.record_vault_fault(VAULT, 3, True, "decide: RiskInputError: SOL.price_usd must be > 0")
@@ -346,9 +383,9 @@ def test_status_shows_the_journals_halts_and_transactions_in_flight(tmp_path: Pa
         j.attach_nonce(i, 12)
         j.record_transaction(i, h(1), 12, 30 * 10**9, 10**9, 90_000, b"\x02a")
         j.record_transaction(i, h(2), 12, 34 * 10**9, 2 * 10**9, 90_000, b"\x02b")
-    with Journal(path, read_only=True) as ro:
+    with open_journal(read_only=True) as ro:
         text = journal_text(ro, now=1_060.0)
-        with pytest.raises(JournalError, match="readonly database"):
+        with pytest.raises(JournalError, match="read-?only"):
             ro.start_tick(78, 1)  # read-only: a write is refused, nothing changes
     assert "last tick: block 77, error (eth_blockNumber failed after 4 attempts), 60 s ago" in text
     assert "HALTED" in text and "SOL.price_usd must be > 0" in text
@@ -367,5 +404,148 @@ def test_a_missing_or_older_journal_is_refused_read_only(tmp_path: Path) -> None
     raw.execute("INSERT INTO schema_version VALUES (1)")
     raw.commit()
     raw.close()
-    with pytest.raises(JournalError, match="schema 1, this keeper reads 2"):
+    with pytest.raises(JournalError, match="schema 1, this keeper reads 3"):
         Journal(old, read_only=True)
+
+
+def _apply_old_schema(target: str, chain_id: int | None, versions: int) -> None:
+    """What a keeper of schema `versions` left: its DDL, and one intent in flight."""
+    from keeper.journal_db import POSTGRES, SQLITE, connect, schema_for
+
+    conn, db = connect(target, False, chain_id)
+    if db is POSTGRES:
+        conn.execute(f"CREATE SCHEMA {schema_for(chain_id or 0)}")
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version, ddl in MIGRATIONS[:versions]:
+        for statement in db.ddl(ddl).split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(db.sql("INSERT INTO schema_version VALUES (?)"), (version,))
+    conn.execute(db.sql(
+        "INSERT INTO intents (vault, kind, calldata, to_address, value, nonce, status,"
+        " created_at, updated_at) VALUES (?, 'hedge', '0x01', ?, '0', 4, 'sent', 1.0, 1.0)"),
+        (VAULT, VAULT))
+    if db is SQLITE:
+        conn.commit()
+    conn.close()
+
+
+def test_a_version_2_journal_is_migrated_on_both_backends(open_journal: Opener) -> None:
+    first = open_journal()  # only to learn the fixture's target and chain, then emptied
+    target, chain_id = first.path, first.chain_id
+    first.close()
+    if first.backend == "sqlite":
+        Path(target).unlink()
+        for suffix in ("-wal", "-shm"):
+            Path(target + suffix).unlink(missing_ok=True)
+    else:
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA keeper_chain_{chain_id} CASCADE")
+    _apply_old_schema(target, chain_id, versions=2)
+    with open_journal() as j:
+        (intent,) = j.unfinished_intents()
+        assert (intent.kind, intent.nonce, intent.status) == ("hedge", 4, "sent")
+        assert j.nonce_floor() == 5
+        assert j.lease("leader") is None  # the new table is there, empty
+        versions = [r["version"] for r in j._read("SELECT version FROM schema_version")]
+        assert sorted(versions) == [1, 2, 3]
+
+
+def test_no_two_live_intents_share_a_nonce(journal: Journal) -> None:
+    first = sent_intent(journal, nonce=7, n=1)
+    other = journal.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+    with pytest.raises(JournalError, match="constraint"):
+        journal.attach_nonce(other, 7)  # fencing by nonce: a second action on 7 is refused
+    assert journal.intent(other).nonce is None
+    journal.finish_intent(first, "dropped", {"error": "reorged away, unknown to the node"})
+    assert journal.nonce_floor() == 0  # nothing in flight or included
+    journal.attach_nonce(other, 7)  # a dropped intent's nonce is free again
+    assert journal.intent(other).nonce == 7
+    assert journal.nonce_floor() == 0  # a nonce without a transaction was never broadcast
+    journal.record_transaction(other, h(2), 7, 10, 1, 21_000, b"\x02")
+    assert journal.nonce_floor() == 8
+    journal.mark_transaction(h(2), "mined", block=3)
+    journal.finish_intent(other, "mined")
+    assert journal.nonce_floor() == 8
+
+
+def test_the_lease_is_taken_renewed_expired_and_taken_over(journal: Journal) -> None:
+    a = journal.acquire_lease("leader", "replica-a", 0.6)
+    assert (a.holder, a.epoch, a.live) == ("replica-a", 1, True)
+    assert a.expires_at - a.renewed_at == pytest.approx(0.6)  # by the database's clock
+    b = journal.acquire_lease("leader", "replica-b", 0.6)
+    assert (b.holder, b.epoch) == ("replica-a", 1)  # held: b stands by
+    time.sleep(0.01)  # SQLite's clock counts milliseconds
+    renewed = journal.renew_lease("leader", "replica-a", 0.6)
+    assert renewed is not None and renewed.expires_at > a.expires_at
+    assert journal.renew_lease("leader", "replica-b", 0.6) is None
+    time.sleep(0.7)
+    assert journal.lease("leader").live is False  # type: ignore[union-attr]
+    assert journal.renew_lease("leader", "replica-a", 0.6) is None  # expired: lost, not renewed
+    b = journal.acquire_lease("leader", "replica-b", 10)
+    assert (b.holder, b.epoch, b.live) == ("replica-b", 2, True)  # a new term
+    assert journal.release_lease("leader", "replica-a") is False
+    assert journal.release_lease("leader", "replica-b") is True
+    again = journal.acquire_lease("leader", "replica-a", 10)
+    assert (again.holder, again.epoch) == ("replica-a", 3)
+
+
+def test_a_fenced_journal_writes_nothing_once_the_lease_is_gone(open_journal: Opener) -> None:
+    leader, other = open_journal(), open_journal()
+    leader.acquire_lease("leader", "a", 0.5)
+    leader.fence("leader", "a")
+    intent_id = leader.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+    leader.attach_nonce(intent_id, 3)
+    time.sleep(0.6)
+    other.acquire_lease("leader", "b", 10)  # the standby takes over
+    with pytest.raises(LeaseLost, match="not held by a"):
+        leader.record_transaction(intent_id, h(1), 3, 10, 1, 21_000, b"\x02late")
+    with pytest.raises(LeaseLost):
+        leader.record_intent(VAULT, "hedge", VAULT, CALLDATA)
+    with pytest.raises(LeaseLost):
+        leader.finish_intent(intent_id, "failed")
+    # nothing of the refused writes is there: the intent is as the old leader left it
+    (left,) = other.unfinished_intents()
+    assert (left.id, left.status, left.nonce, left.transactions) == (intent_id, "pending", 3, ())
+    other.fence("leader", "b")
+    other.finish_intent(intent_id, "failed", {"error": "never broadcast"})  # the leader may
+
+
+def test_one_of_two_replicas_racing_for_a_free_lease_wins(open_journal: Opener) -> None:
+    journals = [open_journal() for _ in range(4)]
+    barrier = threading.Barrier(len(journals))
+    won: list[str] = []
+
+    def race(k: int) -> None:
+        barrier.wait()
+        if journals[k].acquire_lease("leader", f"r{k}", 10).holder == f"r{k}":
+            won.append(f"r{k}")
+
+    pool = [threading.Thread(target=race, args=(k,)) for k in range(len(journals))]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert len(won) == 1
+    assert journals[0].lease("leader").holder == won[0]  # type: ignore[union-attr]
+
+
+def test_an_unreachable_or_refusing_server_is_one_line_without_the_password(
+    pg_server: object,
+) -> None:
+    from tests.pg import PostgresServer, free_port
+
+    assert isinstance(pg_server, PostgresServer)
+    dead = f"postgresql://keeper:hunter2-secret@127.0.0.1:{free_port()}/keeper"
+    with pytest.raises(JournalError, match="cannot connect") as down:
+        Journal(dead, chain_id=1)
+    wrong = pg_server.url(password="wrong-password-9")
+    with pytest.raises(JournalError, match="password authentication failed") as refused:
+        Journal(wrong, chain_id=1)
+    for exc in (down.value, refused.value):
+        text = str(exc)
+        assert "\n" not in text and "hunter2" not in text and "wrong-password" not in text
+    with pytest.raises(JournalError, match="needs the chain id"):
+        Journal(pg_server.url())
