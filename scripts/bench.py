@@ -2,7 +2,7 @@
 """Benchmarks of the keeper, by subcommand (no timed assertions anywhere; this only reports).
 
     python scripts/bench.py risk [--options N] [--vaults N] [--repeat N]
-    python scripts/bench.py cycle [--sizes 1,10,100,500 | --quick] [--repeat N] [--history N]
+    python scripts/bench.py cycle [--sizes 1,100,1000 | --quick] [--repeat N] [--history N]
     python scripts/bench.py sim [--chains anvil,tester] [--steps N]   (see scripts/bench_sim.py)
     python scripts/bench.py latency [--block-times 1,12] [--trials N]   (scripts/bench_latency.py)
 
@@ -14,9 +14,12 @@ calling ``decide`` per vault.
 ``cycle``: on a fresh anvil, the bundled market with a fleet of seeded vaults (collateral, debt,
 perps, options; feeds warmed up with hourly rounds so the volatility models fit). For each fleet
 size: the read of every vault's ``snapshot()`` at one block, Multicall3-batched vs one eth_call
-per vault; one full keeper cycle (``KeeperService.tick``, no action needed) with each reader;
-and, for the smaller fleets, a cycle in which every vault must hedge. Wall time and every
-JSON-RPC request sent (counted at the HTTP provider), as naive/batched ratios from the same run.
+per vault; one full keeper cycle (``KeeperService.tick``, no action needed) three ways — the
+keeper (Multicall3 chunks, JSON-RPC batches), the keeper sending one request per round trip
+(its reads before batching), and the naive reader (one eth_call per vault, no batches) — and,
+for the smaller fleets, a cycle in which every vault must hedge. Wall time, every JSON-RPC
+request and every HTTP round trip (counted at each Web3's HTTP session), with time ratios from
+the same run.
 
 Add a subcommand by writing ``_add_<name>(subparsers)``.
 """
@@ -24,6 +27,7 @@ Add a subcommand by writing ``_add_<name>(subparsers)``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -44,12 +48,14 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+import requests  # noqa: E402
 from eth_typing import ChecksumAddress  # noqa: E402
 from web3 import Web3  # noqa: E402
 from web3.providers.rpc import HTTPProvider  # noqa: E402
-from web3.types import RPCEndpoint, RPCResponse  # noqa: E402
+from web3.types import RPCEndpoint  # noqa: E402
 
 from keeper.app import build_service  # noqa: E402
+from keeper.chain import batch  # noqa: E402
 from keeper.chain.multicall import MULTICALL3_ABI, MULTICALL3_ADDRESS, ensure_multicall3  # noqa: E402
 from keeper.chain.reader import SNAPSHOTS_PER_CALL, SnapshotReader  # noqa: E402
 from keeper.chain.snapshot import VaultSnapshot  # noqa: E402
@@ -296,7 +302,7 @@ def _add_risk(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # ====================================================================== cycle
 #: anvil's default mnemonic, account 2: the keeper of `unlocked_roles` (checked by address).
 ANVIL_KEEPER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
-CYCLE_SIZES: tuple[int, ...] = (1, 10, 100, 500)
+CYCLE_SIZES: tuple[int, ...] = (1, 100, 1_000)
 QUICK_SIZES: tuple[int, ...] = (1, 10, 100)
 #: Largest fleet whose every-vault-hedges cycle is measured: actions are sent one at a time,
 #: each awaited, so that cycle grows by about a second per vault.
@@ -305,6 +311,9 @@ QUICK_HEDGE_MAX = 10
 #: The issue's requirement: the read of this many vaults takes at most READ_CALLS_MAX eth_calls.
 READ_REQUIREMENT_VAULTS = 100
 READ_CALLS_MAX = 2
+#: And: a no-action tick over this many vaults costs at most ROUND_TRIPS_MAX HTTP round trips.
+ROUND_TRIP_REQUIREMENT_VAULTS = 1_000
+ROUND_TRIPS_MAX = 2
 T = TypeVar("T")
 
 
@@ -329,10 +338,12 @@ def times(numerator: float, denominator: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One measured call: wall time and the JSON-RPC requests it sent, by method."""
+    """One measured call: wall time, the JSON-RPC requests it sent by method, and the HTTP
+    round trips that carried them."""
 
     seconds: float
     methods: dict[str, int]
+    round_trips: int
 
     @property
     def requests(self) -> int:
@@ -343,33 +354,48 @@ class Sample:
         return self.methods.get("eth_call", 0)
 
 
-class CountingProvider(HTTPProvider):
-    """An HTTP provider that counts every JSON-RPC request it sends, by method."""
+class CountingSession(requests.Session):
+    """An HTTP session that counts every POST (one round trip) and the JSON-RPC requests in it
+    (several in a batch), by method."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, request_kwargs={"timeout": 300})
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False  # loopback: no proxy lookup per request
         self.counts: Counter[str] = Counter()
+        self.round_trips = 0
 
-    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
-        self.counts[method] += 1
-        return super().make_request(method, params)
-
-    def make_batch_request(self, requests: list[tuple[RPCEndpoint, Any]]) -> Any:
-        self.counts.update(method for method, _ in requests)
-        return super().make_batch_request(requests)
+    def post(self, url: Any, data: Any = None, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        body = json.loads(data)
+        self.round_trips += 1
+        self.counts.update(r["method"] for r in (body if isinstance(body, list) else [body]))
+        return super().post(url, data=data, **kwargs)
 
 
-def measure(provider: CountingProvider, fn: Callable[[], T], repeat: int) -> tuple[Sample, T]:
-    """Best wall time of `repeat` runs of `fn`, with the requests of that run."""
+def counting_web3(url: str, batches: bool = True) -> tuple[Web3, CountingSession]:
+    """A Web3 as `keeper.chain.connect` builds it (eth_chainId asked once, web3's own retries
+    off) on a counting session; `batches=False`: every request in its own round trip."""
+    session = CountingSession()
+    provider = HTTPProvider(
+        url, request_kwargs={"timeout": 300}, session=session, exception_retry_configuration=None,
+        cache_allowed_requests=True, cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
+    if not batches:
+        batch.turn_off(provider, "bench: one request per round trip")
+    return Web3(provider), session
+
+
+def measure(session: CountingSession, fn: Callable[[], T], repeat: int) -> tuple[Sample, T]:
+    """Best wall time of `repeat` runs of `fn`, with the requests and round trips of that run."""
     best: Sample | None = None
     out: T | None = None
     for _ in range(repeat):
-        before = Counter(provider.counts)
+        before, trips = Counter(session.counts), session.round_trips
         t0 = time.perf_counter()
         result = fn()
         dt = time.perf_counter() - t0
         if best is None or dt < best.seconds:
-            best, out = Sample(dt, dict(provider.counts - before)), result
+            best = Sample(dt, dict(session.counts - before), session.round_trips - trips)
+            out = result
     assert best is not None and out is not None  # repeat >= 1 (argparse checks)
     return best, out
 
@@ -414,6 +440,7 @@ class CycleRow:
     same: bool
     first: Sample
     tick: Sample
+    tick_seq: Sample
     tick_naive: Sample
     actions: int
     hedge: Sample | None = None
@@ -421,8 +448,22 @@ class CycleRow:
     hedge_kinds: str = ""
 
 
-def _measure_size(w3: Web3, provider: CountingProvider, fleet: Fleet, market: Market, n: int,
+@dataclass
+class Chain:
+    """One anvil seen through three Web3s, each with its own counting HTTP session: the
+    keeper's (batches on), the keeper one request per round trip, and the naive reader's."""
+
+    w3: Web3
+    session: CountingSession
+    w3_seq: Web3
+    session_seq: CountingSession
+    w3_naive: Web3
+    session_naive: CountingSession
+
+
+def _measure_size(chain: Chain, fleet: Fleet, market: Market, n: int,
                   args: argparse.Namespace) -> CycleRow:
+    w3, session = chain.w3, chain.session
     t0 = time.perf_counter()
     fleet.add(n - len(fleet.vaults))
     deploy_s = time.perf_counter() - t0
@@ -430,31 +471,37 @@ def _measure_size(w3: Web3, provider: CountingProvider, fleet: Fleet, market: Ma
     market.push()  # fresh rounds on every feed: nothing is stale, however long deploying took
     block = int(w3.eth.block_number)
     reader = SnapshotReader(w3)
-    read, batched = measure(provider, lambda: reader.read(vaults, block), args.repeat)
-    read_naive, naive = measure(provider, lambda: reader.read_naive(vaults, block), args.repeat)
+    naive_reader = SnapshotReader(chain.w3_naive)
+    read, batched = measure(session, lambda: reader.read(vaults, block), args.repeat)
+    read_naive, naive = measure(chain.session_naive,
+                                lambda: naive_reader.read_naive(vaults, block), args.repeat)
     check_fleet(batched, vaults)
-    chain = AnvilChain(w3)
+    anvil = AnvilChain(w3)
     with tempfile.TemporaryDirectory() as tmp:
         service = _keeper_service(w3, vaults, Path(tmp) / "batched.sqlite", naive=False)
-        baseline = _keeper_service(w3, vaults, Path(tmp) / "naive.sqlite", naive=True)
-        service.start()
-        baseline.start()
-        first, _ = measure(provider, service.tick, 1)  # bootstraps the feeds' price history
-        measure(provider, baseline.tick, 1)
-        tick, report = measure(provider, service.tick, args.repeat)
-        tick_naive, report_naive = measure(provider, baseline.tick, args.repeat)
-        row = CycleRow(n, deploy_s, read, read_naive, batched == naive, first, tick, tick_naive,
-                       _n_actions(report) + _n_actions(report_naive))
+        one_by_one = _keeper_service(chain.w3_seq, vaults, Path(tmp) / "seq.sqlite", naive=False)
+        baseline = _keeper_service(chain.w3_naive, vaults, Path(tmp) / "naive.sqlite", naive=True)
+        for s in (service, one_by_one, baseline):
+            s.start()
+        first, _ = measure(session, service.tick, 1)  # bootstraps the feeds' price history
+        measure(chain.session_seq, one_by_one.tick, 1)
+        measure(chain.session_naive, baseline.tick, 1)
+        tick, report = measure(session, service.tick, args.repeat)
+        tick_seq, report_seq = measure(chain.session_seq, one_by_one.tick, args.repeat)
+        tick_naive, report_naive = measure(chain.session_naive, baseline.tick, args.repeat)
+        same = batched == naive and report.snapshots == report_seq.snapshots
+        row = CycleRow(n, deploy_s, read, read_naive, same, first, tick, tick_seq, tick_naive,
+                       _n_actions(report) + _n_actions(report_seq) + _n_actions(report_naive))
         if n <= args.hedge_max:
-            snap = chain.snapshot()
+            snap = anvil.snapshot()
             fleet.set_hedge_targets(vaults, args.hedge_shift)
-            row.hedge, acted = measure(provider, service.tick, 1)
+            row.hedge, acted = measure(session, service.tick, 1)
             row.hedge_mined = sum(o.status == "mined" for o in acted.outcomes)
             kinds = Counter(a.kind.name.lower() for acts in acted.actions.values() for a in acts)
             row.hedge_kinds = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
-            chain.revert(snap)
-        service.journal.close()
-        baseline.journal.close()
+            anvil.revert(snap)
+        for s in (service, one_by_one, baseline):
+            s.journal.close()
     return row
 
 
@@ -488,16 +535,19 @@ def _print_cycle(rows: list[CycleRow], args: argparse.Namespace) -> None:
           _ms(r.read_naive), str(r.read_naive.requests), str(r.read_naive.eth_calls),
           times(r.read_naive.seconds, r.read.seconds),
           times(r.read_naive.requests, r.read.requests), str(r.same)] for r in rows]))
-    print(f"\none keeper cycle, service.tick() after start(), no action needed "
-          f"(read + history + decide; best of {args.repeat})")
+    print(f"\none keeper cycle, service.tick() after start(), no action needed (read + history "
+          f"+ decide; best of {args.repeat}): requests / HTTP round trips per tick. keeper: "
+          f"Multicall3 chunks and JSON-RPC batches; one by one: the same reads, one request "
+          f"per round trip (before batching); naive: one eth_call per vault, no batches")
     print(table(
-        ["vaults", "batched ms", "requests", "eth_call", "naive ms", "requests", "eth_call",
-         "time naive/batched", "requests naive/batched", "actions", "first tick ms", "requests"],
-        [[str(r.vaults), _ms(r.tick), str(r.tick.requests), str(r.tick.eth_calls),
-          _ms(r.tick_naive), str(r.tick_naive.requests), str(r.tick_naive.eth_calls),
-          times(r.tick_naive.seconds, r.tick.seconds),
-          times(r.tick_naive.requests, r.tick.requests), str(r.actions), _ms(r.first),
-          str(r.first.requests)] for r in rows]))
+        ["vaults", "keeper ms", "requests", "round trips", "one-by-one ms", "requests",
+         "round trips", "naive ms", "requests", "round trips", "time one-by-one/keeper",
+         "time naive/keeper", "actions", "first tick ms", "requests"],
+        [[str(r.vaults), _ms(r.tick), str(r.tick.requests), str(r.tick.round_trips),
+          _ms(r.tick_seq), str(r.tick_seq.requests), str(r.tick_seq.round_trips),
+          _ms(r.tick_naive), str(r.tick_naive.requests), str(r.tick_naive.round_trips),
+          times(r.tick_seq.seconds, r.tick.seconds), times(r.tick_naive.seconds, r.tick.seconds),
+          str(r.actions), _ms(r.first), str(r.first.requests)] for r in rows]))
     big = rows[-1]
     print(f"  requests of one batched cycle at {big.vaults} vaults: {_by_method(big.tick)}")
     print(f"  first tick (reads each feed's last {args.history} rounds once): "
@@ -531,8 +581,10 @@ def run_cycle(args: argparse.Namespace) -> int:
     print(f"cycle benchmark on anvil ({version}); fleet sizes {', '.join(map(str, sizes))}; "
           f"{os.cpu_count()} cpu", flush=True)
     with Anvil() as boot:
-        provider = CountingProvider(str(boot.provider.endpoint_uri))  # type: ignore[attr-defined]
-        w3 = Web3(provider)
+        url = str(boot.provider.endpoint_uri)  # type: ignore[attr-defined]
+        w3, session = counting_web3(url)
+        chain = Chain(w3, session, *counting_web3(url, batches=False),
+                      *counting_web3(url, batches=False))
         roles = unlocked_roles(w3)
         keeper = account_from_private_key(ANVIL_KEEPER_KEY).address
         if keeper != roles["keeper"]:
@@ -552,7 +604,7 @@ def run_cycle(args: argparse.Namespace) -> int:
         fleet = Fleet(deployer)
         rows: list[CycleRow] = []
         for n in sizes:
-            rows.append(_measure_size(w3, provider, fleet, market, n, args))
+            rows.append(_measure_size(chain, fleet, market, n, args))
             r = rows[-1]
             print(f"  {n} vaults: fleet grown in {r.deploy_s:.0f} s; batched cycle "
                   f"{_ms(r.tick)} ms", flush=True)
@@ -569,12 +621,19 @@ def run_cycle(args: argparse.Namespace) -> int:
         print(f"requirement: {READ_REQUIREMENT_VAULTS} vaults read in <= {READ_CALLS_MAX} "
               f"eth_calls: read {req.read.eth_calls}, whole steady cycle {req.tick.eth_calls} "
               f"-> {'met' if ok else 'NOT MET'}")
+    trips = next((r for r in rows if r.vaults == ROUND_TRIP_REQUIREMENT_VAULTS), None)
+    if trips is not None:
+        ok = trips.tick.round_trips <= ROUND_TRIPS_MAX
+        print(f"requirement: a no-action tick over {ROUND_TRIP_REQUIREMENT_VAULTS:,} vaults in <= "
+              f"{ROUND_TRIPS_MAX} HTTP round trips: {trips.tick.round_trips} "
+              f"({trips.tick.requests} requests; {trips.tick_seq.round_trips} one by one) "
+              f"-> {'met' if ok else 'NOT MET'}")
     big = rows[-1]
-    print(f"summary: at {big.vaults} vaults one no-action cycle takes {_ms(big.tick)} ms and "
-          f"{big.tick.requests} requests batched vs {_ms(big.tick_naive)} ms and "
-          f"{big.tick_naive.requests} requests naive "
-          f"({times(big.tick_naive.seconds, big.tick.seconds)} time, "
-          f"{times(big.tick_naive.requests, big.tick.requests)} requests); "
+    print(f"summary: at {big.vaults} vaults one no-action cycle takes {_ms(big.tick)} ms, "
+          f"{big.tick.requests} requests in {big.tick.round_trips} round trips; one by one "
+          f"{_ms(big.tick_seq)} ms in {big.tick_seq.round_trips}; naive {_ms(big.tick_naive)} ms "
+          f"in {big.tick_naive.round_trips} ({times(big.tick_seq.seconds, big.tick.seconds)} and "
+          f"{times(big.tick_naive.seconds, big.tick.seconds)} the keeper's time); "
           f"whole run {time.perf_counter() - started:.0f} s")
     return 0 if all(r.same and r.actions == 0 for r in rows) else 1
 
@@ -589,7 +648,7 @@ def _positive(text: str) -> int:
 def _add_cycle(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("cycle", help="one keeper cycle on anvil: batched vs naive reads")
     p.add_argument("--sizes", type=parse_sizes, default=CYCLE_SIZES,
-                   help="comma-separated fleet sizes (default 1,10,100,500)")
+                   help="comma-separated fleet sizes (default 1,100,1000)")
     p.add_argument("--quick", action="store_true", help="sizes 1,10,100")
     p.add_argument("--repeat", type=_positive, default=3, help="best of this many runs")
     p.add_argument("--history", type=_positive, default=250,

@@ -51,7 +51,7 @@ def test_cycle_cli_defaults(bench: ModuleType) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     bench._add_cycle(sub)
     args = parser.parse_args(["cycle"])
-    assert args.sizes == (1, 10, 100, 500) and not args.quick and args.hedge_max is None
+    assert args.sizes == (1, 100, 1_000) and not args.quick and args.hedge_max is None
     args = parser.parse_args(["cycle", "--quick", "--sizes", "3,2"])
     assert args.quick and args.sizes == (2, 3)
 
