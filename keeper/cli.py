@@ -298,7 +298,10 @@ def _run_replica(
                 finally:
                     lease.stop(release=True)
             options = _loop_options(settings, metrics, notifier)
-            code = KeeperLoop(service, settings.poll_interval, lease=lease, **options).run()
+            loop = KeeperLoop(
+                service, settings.poll_interval, lease=lease, stopping=stop, **options
+            )
+            code = loop.run()
             if code != EXIT_LEASE_LOST:
                 return code
     finally:

@@ -66,6 +66,12 @@ from keeper.masking import mask_text
 logger = logging.getLogger(__name__)
 
 
+def _line(exc: BaseException) -> str:
+    """A database error as one line: PostgreSQL's add LINE/HINT lines under the message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 # --- the journal -------------------------------------------------------------------------------
 
 
@@ -124,7 +130,7 @@ class Journal:
         except BaseException as exc:
             self._conn.close()
             if self._db.is_db_error(exc):
-                raise JournalError(f"journal {self.where}: cannot open: {exc}") from exc
+                raise JournalError(f"journal {self.where}: cannot open: {_line(exc)}") from exc
             raise
         if mode != "wal" and self.path != ":memory:":
             logger.warning("journal %s: WAL unavailable, journal_mode=%s", self.where, mode)
@@ -169,9 +175,10 @@ class Journal:
                 raise
             except Exception as exc:
                 if self._db.is_integrity_error(exc):
-                    raise JournalError(f"journal: {what}: constraint violated: {exc}") from exc
+                    why = _line(exc)
+                    raise JournalError(f"journal: {what}: constraint violated: {why}") from exc
                 if self._db.is_db_error(exc):
-                    raise JournalError(f"journal: {what}: {exc}") from exc
+                    raise JournalError(f"journal: {what}: {_line(exc)}") from exc
                 raise
 
     def _check_fence(self, tx: _Tx, what: str) -> None:
@@ -198,7 +205,7 @@ class Journal:
                 return list(self._conn.execute(self._db.sql(sql), params).fetchall())
             except Exception as exc:
                 if self._db.is_db_error(exc):
-                    raise JournalError(f"journal: read failed: {exc}") from exc
+                    raise JournalError(f"journal: read failed: {_line(exc)}") from exc
                 raise
 
     def _check_read_only(self) -> None:
@@ -209,7 +216,7 @@ class Journal:
         except Exception as exc:
             if not self._db.is_db_error(exc):
                 raise
-            raise JournalError(f"journal {self.where}: cannot read: {exc}") from None
+            raise JournalError(f"journal {self.where}: cannot read: {_line(exc)}") from None
         version = int(row["v"] or 0)
         if version != SCHEMA_VERSION:
             raise JournalError(

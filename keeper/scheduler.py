@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.events import EVENT_JOB_ERROR, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_SCHEDULER_STARTED, JobExecutionEvent
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from keeper.chain.rpc_errors import RpcErrorKind, classify
@@ -74,11 +74,14 @@ class KeeperLoop:
         notifier: Notifier | None = None,
         min_gas_balance_wei: int = 0,
         lease: LeaderLease | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         """`lease`: this replica leads while it holds it (renewed here); once it is lost the
-        loop stops with EXIT_LEASE_LOST."""
+        loop stops with EXIT_LEASE_LOST. `stopping`: set by a signal handler of the caller's
+        before this loop installed its own (it then stops as soon as it starts)."""
         self.service = service
         self.lease = lease
+        self.stopping = stopping
         self.metrics = metrics
         self.notifier = notifier
         self.min_gas_balance_wei = min_gas_balance_wei
@@ -87,6 +90,7 @@ class KeeperLoop:
         self.head_poll_s = head_poll_s
         self.head_stall_s = head_stall_s
         self._watch = _Watch(moved_at=time.monotonic())
+        self._lost_lock = threading.Lock()
         self.scheduler = BlockingScheduler(
             job_defaults={
                 "coalesce": True,
@@ -95,6 +99,8 @@ class KeeperLoop:
             }
         )
         self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
+        self.scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
+        self._stop_requested = False
         self.scheduler.add_job(
             self._tick, "interval", seconds=interval_s, id="tick", next_run_time=datetime.now(UTC)
         )
@@ -107,7 +113,11 @@ class KeeperLoop:
     def _tick(self) -> None:
         if self.lease is not None and not self.lease.held:
             return  # lost: the loop is stopping
-        report = self.service.tick()
+        try:
+            report = self.service.tick()
+        except LeaseLost as exc:  # a write refused by the fence: another replica leads
+            self._lease_lost(str(exc))
+            return
         if self.metrics is not None:
             self.metrics.observe_tick(report, self.service)
         if self.notifier is not None:
@@ -174,9 +184,6 @@ class KeeperLoop:
 
     def _on_error(self, event: JobExecutionEvent) -> None:
         exc = event.exception
-        if isinstance(exc, LeaseLost):  # a write refused by the fence: another replica leads
-            self._lease_lost(str(exc))
-            return
         logger.critical(
             "tick raised %s: a bug; stopping with exit code %d",
             type(exc).__name__,
@@ -186,8 +193,10 @@ class KeeperLoop:
         self._stop_with(EXIT_BUG)
 
     def _lease_lost(self, why: str) -> None:
-        if self._watch.exit == EXIT_LEASE_LOST:
-            return
+        with self._lost_lock:  # the renewal thread and a refused write may both report it
+            if self._watch.exit == EXIT_LEASE_LOST:
+                return
+            self._watch.exit = EXIT_LEASE_LOST
         logger.error("not the leader any more (%s): stopping the keeper loop", why)
         if self.notifier is not None:
             now = self.lease.current() if self.lease is not None else None
@@ -202,8 +211,15 @@ class KeeperLoop:
         self.stop(wait=False)
 
     def stop(self, wait: bool = True) -> None:
+        """Stop the loop, from any thread; before the scheduler has started it stops as soon as
+        it does (a signal between the handler's installation and the start is not lost)."""
+        self._stop_requested = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
+
+    def _on_started(self, _event: object) -> None:
+        if self._stop_requested or (self.stopping is not None and self.stopping.is_set()):
+            self.scheduler.shutdown(wait=False)
 
     def run(self) -> int:
         """Block until stopped; the exit code (0 after a signal or `stop()`)."""
