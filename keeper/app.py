@@ -17,6 +17,7 @@ from keeper.masking import register_secret_url
 from keeper.ports import SnapshotSource
 from keeper.service import KeeperService
 from keeper.tx.nonce import NonceManager
+from keeper.tx.private import PrivateRelay
 from keeper.tx.sender import SendPolicy, TxSender
 
 
@@ -52,6 +53,13 @@ def register_rpc_secrets(settings: Settings) -> None:
     error and log from now on."""
     for url in settings.secret_urls():
         register_secret_url(url)
+
+
+def private_relay(settings: Settings) -> PrivateRelay | None:
+    """KEEPER_PRIVATE_RPC_URL's relay (its secret parts masked from now on), or None."""
+    if settings.private_rpc_url is None:
+        return None
+    return PrivateRelay(settings.private_rpc_url.get_secret_value(), settings.private_drop_blocks)
 
 
 def connect_node(settings: Settings) -> Web3:
@@ -114,6 +122,7 @@ def build_service(
             dry_run=settings.dry_run,
         ),
         clock,
+        private=private_relay(settings),
     )
     return KeeperService(
         w3,

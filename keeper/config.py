@@ -70,6 +70,7 @@ from keeper.journal_db import is_postgres
 from keeper.masking import mask_rpc_url
 from keeper.risk.actions import Urgency
 from keeper.tx.fees import FeePolicy
+from keeper.tx.private import DEFAULT_PRIVATE_DROP_BLOCKS
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,19 @@ class Settings(BaseSettings):
         default=(),
         description="Comma-separated HTTP(S) endpoints tried in order when KEEPER_RPC_URL fails; "
         "each must be on the same chain. Secrets like KEEPER_RPC_URL: only ever shown masked.",
+    )
+    private_rpc_url: SecretStr | None = Field(
+        default=None,
+        description="HTTP(S) endpoint of a private relay (Flashbots Protect, MEV Blocker): "
+        "non-urgent actions (LOW, NORMAL) are sent there instead of the public mempool; HIGH "
+        "and CRITICAL always go public. Secrets like KEEPER_RPC_URL: only ever shown masked.",
+    )
+    private_drop_blocks: int = Field(
+        default=DEFAULT_PRIVATE_DROP_BLOCKS,
+        ge=1,
+        description="Blocks after which a private transaction neither mined nor known to the "
+        "public node counts as dropped: sent publicly if still wanted, else its nonce is "
+        "filled with a no-op. 25 is Flashbots Protect's own retry window (~5 min on mainnet).",
     )
     chain_id: int | None = Field(
         default=None,
@@ -305,6 +319,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"entry {index} {problem}")
         return urls
 
+    @field_validator("private_rpc_url")
+    @classmethod
+    def _check_private_rpc_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        problem = _http_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return SecretStr(url)
+
     @field_validator("notify_urls", mode="before")
     @classmethod
     def _split_notify_urls(cls, value: object) -> object:
@@ -358,6 +383,7 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         self._check_key_source()
         self._check_fallback_urls()
+        self._check_private_rpc_url_is_not_public()
         self._resolve_deployment()
         if not self.vaults and not (self._deployment_data and self._deployment_data["vaults"]):
             raise ConfigError(
@@ -427,6 +453,19 @@ class Settings(BaseSettings):
             if url in seen:
                 raise ConfigError(f"{name}: entry {index} repeats {seen[url]}")
             seen[url] = f"entry {index}"
+
+    def _check_private_rpc_url_is_not_public(self) -> None:
+        # The public node as the "private" relay would publish every action: a slip.
+        if self.private_rpc_url is None:
+            return
+        url = self.private_rpc_url.get_secret_value().rstrip("/")
+        public = [(env_name("rpc_url"), self.rpc_url)] + [
+            (f"{env_name('rpc_fallback_urls')} entry {i}", s)
+            for i, s in enumerate(self.rpc_fallback_urls, start=1)
+        ]
+        for name, secret in public:
+            if secret.get_secret_value().rstrip("/") == url:
+                raise ConfigError(f"{env_name('private_rpc_url')}: repeats {name} (a public node)")
 
     def _resolve_deployment(self) -> None:
         if self.deployment is None:
@@ -520,10 +559,11 @@ class Settings(BaseSettings):
         return self.replica_id or f"{socket.gethostname()}:{os.getpid()}"
 
     def secret_urls(self) -> tuple[str, ...]:
-        """Every configured URL whose secret parts the masker must hide: the RPC URLs and a
-        PostgreSQL journal's URL."""
+        """Every configured URL whose secret parts the masker must hide: the RPC URLs, the
+        private relay's and a PostgreSQL journal's URL."""
         journal = (self.journal_target,) if self.journal_is_postgres else ()
-        return (*self.rpc_urls(), *journal)
+        private = () if self.private_rpc_url is None else (self.private_rpc_url.get_secret_value(),)
+        return (*self.rpc_urls(), *private, *journal)
 
     def rpc_urls(self) -> tuple[str, ...]:
         """KEEPER_RPC_URL and then each KEEPER_RPC_FALLBACK_URLS entry, unmasked: for connecting
@@ -571,6 +611,8 @@ class Settings(BaseSettings):
             masked = [mask_rpc_url(s.get_secret_value()) for s in value]
             return ", ".join(masked) if masked else "(none)"
         if field == "journal" and isinstance(value, SecretStr):
+            return mask_rpc_url(value.get_secret_value())
+        if field == "private_rpc_url" and value is not None:
             return mask_rpc_url(value.get_secret_value())
         if field == "notify_urls":
             return f"{len(value)} URL(s), masked" if value else "(none)"

@@ -1,5 +1,6 @@
 """Awaiting a send: the flight's poll loop — receipts, rebroadcasts while in doubt, fee-bumped
-replacements at each timeout up to the cap — bounded by a deadline, several flights at once."""
+replacements at each timeout up to the cap, drop checks of private ones — bounded by a deadline,
+several flights at once."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from keeper.tx.core import (
     Flight,
     Outcome,
     Pending,
-    SenderCore,
     Submitted,
     logger,
 )
 from keeper.tx.fees import Fees, bump_fees, fetch_fee_inputs
+from keeper.tx.private import PrivateRouting
 
 
-class Confirming(SenderCore):
+class Confirming(PrivateRouting):
     """Confirmation of what was submitted (see :meth:`confirm_all`)."""
 
     def confirm(self, submitted: Submitted, until: float | None = None) -> Outcome:
@@ -37,22 +38,6 @@ class Confirming(SenderCore):
         by_intent = self._await(flights, until)
         return [by_intent[f.p.intent_id] for f in flights]
 
-    def _flight_of(self, submitted: Submitted) -> Flight:
-        known = self._flights.get(submitted.pending.intent_id)
-        if known is not None:
-            return known
-        doubt = submitted.doubtful  # this process broadcast it; no node acknowledged it yet
-        return self._register(
-            Flight(
-                submitted.pending,
-                submitted.fees,
-                submitted.hashes,
-                self.clock.now() + self.policy.tx_timeout_s,
-                doubtful=doubt,
-                never_acknowledged=doubt,
-            )
-        )
-
     def _await(self, flights: list[Flight], until: float | None) -> dict[int, Outcome]:
         """Poll `flights` together until each ends, runs out of replacements, or `until`.
         Ended ones leave `_flights`; timed-out ones stay (polled again by `resume`)."""
@@ -61,6 +46,9 @@ class Confirming(SenderCore):
         #: Out of replacements already: polled once here (a receipt, a due rebroadcast).
         once = {f.p.intent_id for f in flights if f.exhausted is not None}
         poll = RECEIPT_POLL_MIN_S
+        live.extend(self._spawned)  # started since the last poll (a no-op, in a submit)
+        born = {f.p.intent_id for f in self._spawned}
+        self._spawned = []
         while live:
             for f in list(live):
                 ended = self._confirm_step(f)
@@ -72,12 +60,19 @@ class Confirming(SenderCore):
                 outcomes[f.p.intent_id] = ended
                 if ended.status != "timeout":
                     self._flights.pop(f.p.intent_id, None)
+            spawned, self._spawned = self._spawned, []
+            born.update(f.p.intent_id for f in spawned)  # a no-op burning a dropped nonce
+            live.extend(spawned)
             now = self.clock.now()
             if not live or (until is not None and now >= until):
                 break
             nap = poll if until is None else min(poll, until - now)
             self.clock.sleep(nap)
             poll = min(2 * poll, RECEIPT_POLL_MAX_S)
+        for intent_id in born:  # reported by the next `resume`, once ended
+            ended = outcomes.pop(intent_id, None)
+            if ended is not None:
+                self._unreported.append(ended)
         for f in flights:
             if f.p.intent_id in outcomes:
                 continue
@@ -88,7 +83,11 @@ class Confirming(SenderCore):
                 f.hashes[-1],
                 fees=f.fees,
                 replacements=f.replacements,
-                details={"nonce": int(f.p.tx["nonce"]), "replace_at": f.replace_at},
+                details={
+                    "nonce": int(f.p.tx["nonce"]),
+                    "replace_at": f.replace_at,
+                    "private_from": f.private_from,
+                },
             )
         return outcomes
 
@@ -102,11 +101,18 @@ class Confirming(SenderCore):
 
         `never_acknowledged`: no node ever took this nonce's transaction (we broadcast it in
         this process, and every answer so far was a doubt). Only then does a definite refusal
-        of a rebroadcast end the send and free the nonce."""
+        of a rebroadcast end the send and free the nonce.
+
+        A private one (only the relay has it) is never rebroadcast or replaced: it is checked
+        for a drop once its window has passed (:meth:`PrivateRouting._private_step`)."""
         p = f.p
         receipt = self._any_receipt(f.hashes, tolerate=True)
         if receipt is not None:
             return self._record_receipt(p, receipt, f.replacements, f.fees)
+        if f.private_from is not None:
+            ended = self._private_step(f)
+            if ended is not None or f.private_from is not None:
+                return ended
         if f.doubtful:
             f.doubtful, ended = self._rebroadcast(p, f.hashes, f.fees, f.never_acknowledged)
             f.never_acknowledged = f.never_acknowledged and f.doubtful

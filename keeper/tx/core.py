@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
@@ -29,6 +29,9 @@ from keeper.risk.actions import Urgency
 from keeper.tx.builder import CallPlan
 from keeper.tx.fees import FeePolicy, Fees
 from keeper.tx.nonce import NonceManager
+
+if TYPE_CHECKING:
+    from keeper.tx.private import PrivateRelay
 
 logger = logging.getLogger("keeper.tx.sender")
 
@@ -93,6 +96,8 @@ class Submitted:
     fees: Fees
     hashes: list[str]
     doubtful: bool = False
+    #: The head when it was sent to the private relay; None: sent publicly.
+    private_from: int | None = None
 
 
 @dataclass(slots=True)
@@ -114,6 +119,9 @@ class Flight:
     #: Why no more replacements are made ("fee cap reached", ...), once that is so: it is then
     #: only polled, and rebroadcast once per timeout in case a node lost it.
     exhausted: str | None = None
+    #: The head when it was sent to the private relay, while only the relay has it: it is then
+    #: neither rebroadcast nor replaced, only checked for a drop (:mod:`keeper.tx.private`).
+    private_from: int | None = None
 
 
 class SenderCore:
@@ -129,6 +137,7 @@ class SenderCore:
         fee_policy: FeePolicy,
         policy: SendPolicy,
         clock: Clock,
+        private: PrivateRelay | None = None,
     ) -> None:
         self.w3 = w3
         self.account = account
@@ -145,10 +154,35 @@ class SenderCore:
         self.seen_block = 0
         #: Intent id → the flight this process awaits (see `resume`).
         self._flights: dict[int, Flight] = {}
+        #: KEEPER_PRIVATE_RPC_URL's relay, for non-urgent actions; None: everything is public.
+        self.private = private
+        #: Flights started while others were polled (a no-op burning a dropped nonce): the
+        #: poll loop awaits them too.
+        self._spawned: list[Flight] = []
+        #: Outcomes of sends that ended outside the flights a caller awaited (such a no-op, a
+        #: private one burned before an urgent send): the next `resume` reports them.
+        self._unreported: list[Outcome] = []
 
     def _register(self, flight: Flight) -> Flight:
         self._flights[flight.p.intent_id] = flight
         return flight
+
+    def _flight_of(self, submitted: Submitted) -> Flight:
+        known = self._flights.get(submitted.pending.intent_id)
+        if known is not None:
+            return known
+        doubt = submitted.doubtful  # this process broadcast it; no node acknowledged it yet
+        return self._register(
+            Flight(
+                submitted.pending,
+                submitted.fees,
+                submitted.hashes,
+                self.clock.now() + self.policy.tx_timeout_s,
+                doubtful=doubt,
+                never_acknowledged=doubt,
+                private_from=submitted.private_from,
+            )
+        )
 
     def _record_intent(
         self, plan: CallPlan, data: HexBytes, decision_id: int | None, status: IntentStatus

@@ -4,6 +4,8 @@ checked again for reorgs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hexbytes import HexBytes
 
 from keeper.chain.rpc_errors import RpcErrorKind, RpcFault, read_failure
@@ -12,6 +14,7 @@ from keeper.risk.actions import Urgency
 from keeper.tx.confirm import Confirming
 from keeper.tx.core import DOUBTFUL, REORG_DEPTH, Flight, Outcome, Pending, logger
 from keeper.tx.fees import Fees
+from keeper.tx.private import goes_private
 
 
 class Reconciling(Confirming):
@@ -24,7 +27,7 @@ class Reconciling(Confirming):
         (None: until each ends or runs out of replacements). Returns the outcomes of those that
         ended or timed out now; one still in flight is not reported. Never sends a new action."""
         flights: list[Flight] = []
-        outcomes: list[Outcome] = []
+        outcomes, self._unreported = self._unreported, []
         for intent in self.journal.unfinished_intents():
             known = self._flights.get(intent.id)
             if known is not None:
@@ -128,7 +131,11 @@ class Reconciling(Confirming):
             intent.kind,
             latest.tx_hash,
         )
-        fault = self._broadcast(HexBytes(latest.raw_tx))
+        urgency, head = self._route_of(intent, hashes)
+        route = replace(pending, urgency=urgency)  # the flight itself is awaited as HIGH
+        fault, private = self._send_first(route, HexBytes(latest.raw_tx), head)
+        if private:
+            flight.private_from = head  # its drop window starts again
         if fault is not None and fault.kind is RpcErrorKind.NONCE_TOO_LOW:
             dropped = self._settle_used_nonce(pending, hashes, fees, 0, fault)
             if dropped is not None:
@@ -140,3 +147,20 @@ class Reconciling(Confirming):
             logger.warning("rebroadcast of %s refused: %s", latest.tx_hash, fault.reason)
         flight.doubtful = fault is not None and fault.kind in DOUBTFUL
         return self._register(flight)
+
+    def _route_of(self, intent: IntentRecord, hashes: list[str]) -> tuple[Urgency, int]:
+        """How a rebroadcast after a restart is routed (the urgency the route is chosen by)
+        and the head. The journal does not say where a transaction went, but the route follows
+        from its decision's urgency: one decided non-urgent, never replaced (replacements are
+        public) and unknown to the public node went to the relay, and goes back there."""
+        if self.private is None or intent.decision_id is None or len(intent.transactions) != 1:
+            return Urgency.HIGH, self.seen_block
+        urgency = Urgency[self.journal.decision(intent.decision_id).urgency]
+        if not goes_private(urgency):
+            return Urgency.HIGH, self.seen_block
+        try:
+            head = max(int(self.w3.eth.block_number), self.seen_block)
+            known = self._publicly_known(hashes)
+        except Exception as exc:  # sorted once, by the classifier (a bug is re-raised)
+            raise read_failure(exc, f"route of intent {intent.id}") from None
+        return (Urgency.HIGH if known else urgency), head

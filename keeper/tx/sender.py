@@ -31,7 +31,6 @@ from keeper.journal import JournalError
 from keeper.risk.actions import Urgency
 from keeper.tx.builder import CallPlan
 from keeper.tx.core import (
-    DOUBTFUL,
     GAP_FILL_KIND,
     MAX_GAS_NUDGES,
     NO_OP_GAS,
@@ -149,16 +148,9 @@ class TxSender(Reconciling):
             except JournalError as again:  # the same disk trouble: settled at the next start
                 logger.error("intent %d: its failure could not be recorded: %s", intent_id, again)
             raise
-        fault = self._broadcast(raw)
-        if fault is None:
-            return Submitted(pending, fees, [tx_hash])
-        if fault.kind in DOUBTFUL:
-            self._log_doubt(pending, tx_hash, fault)
-            return Submitted(pending, fees, [tx_hash], doubtful=True)
-        if fault.kind is RpcErrorKind.NONCE_TOO_LOW:
-            used = self._settle_used_nonce(pending, [tx_hash], fees, 0, fault)
-            return used if used is not None else Submitted(pending, fees, [tx_hash])
-        return self._refused(pending, tx_hash, fault)
+        # Non-urgent ones go to the private relay when one is configured (keeper.tx.private).
+        fault, private = self._send_first(pending, raw, inputs.block)
+        return self._first_sent(pending, fees, tx_hash, fault, inputs.block if private else None)
 
     def fill_gap(self, nonce_hint: int | None = None) -> Submitted | Outcome | None:
         """Fill the lowest open nonce gap with a no-op: a zero-value transfer to ourselves,
@@ -166,40 +158,11 @@ class TxSender(Reconciling):
         transactions above the gap can be mined. None when there is no gap (or no key)."""
         if self.nonces is None or self.account is None or not self.nonces.gaps:
             return None
-        try:
-            inputs = fetch_fee_inputs(self.w3)
-            fees = suggest_fees(inputs, Urgency.HIGH, self.fee_policy)
-        except (ChainReadError, FeeCapTooLow) as exc:
-            logger.warning("nonce gap %s not filled this tick: %s", sorted(self.nonces.gaps), exc)
+        fees = self._no_op_fees()
+        if fees is None:
+            logger.warning("nonce gap %s not filled this tick", sorted(self.nonces.gaps))
             return None
-        intent_id = self.journal.record_intent(
-            self.address, GAP_FILL_KIND, self.address, b"", status="pending"
-        )
-        nonce = self.nonces.allocate()  # the lowest gap
-        self.journal.attach_nonce(intent_id, nonce)
-        pending = Pending(
-            intent_id,
-            self.address,
-            GAP_FILL_KIND,
-            self._unsigned(self.address, HexBytes(b""), NO_OP_GAS, nonce),
-            Urgency.HIGH,
-        )
-        pending, tx_hash, raw = self._sign_and_record(pending, fees, first=True)
-        logger.warning(
-            "nonce %d is a gap below transactions in flight: filling it with a no-op %s",
-            nonce,
-            tx_hash,
-        )
-        fault = self._broadcast(raw)
-        if fault is None:
-            return Submitted(pending, fees, [tx_hash])
-        if fault.kind in DOUBTFUL:
-            self._log_doubt(pending, tx_hash, fault)
-            return Submitted(pending, fees, [tx_hash], doubtful=True)
-        if fault.kind is RpcErrorKind.NONCE_TOO_LOW:
-            used = self._settle_used_nonce(pending, [tx_hash], fees, 0, fault)
-            return used if used is not None else Submitted(pending, fees, [tx_hash])
-        return self._refused(pending, tx_hash, fault)
+        return self._send_no_op(fees, "a gap below transactions in flight")
 
 
 __all__ = [
