@@ -422,3 +422,30 @@ def test_a_dropped_action_no_longer_wanted_has_its_nonce_burned_by_the_no_op(
     assert_no_gap(env, service, start_nonce)
     service.journal.close()
     assert_no_secret(captured_logs.getvalue(), tmp_path)
+
+
+@pytest.mark.usefixtures("non_urgent_rebalance")
+def test_after_a_restart_a_private_action_goes_back_to_the_relay_not_public(
+    anvil_env: Env,
+    market: Market,
+    clock: FakeClock,
+    tmp_path: Path,
+    public: FaultyRpc,
+    relay_for: Callable[[str], LocalRelay],
+) -> None:
+    env, carry = anvil_env, anvil_env.dep.vaults[1]
+    relay = relay_for("swallow")
+    first = keeper_on(env, public, clock, tmp_path, PRIVATE_RPC_URL=relay.url)
+    releverage_due(market, env)
+    (sent,) = [o for o in first.tick().outcomes if o.vault == carry]
+    assert sent.status == "pending" and relay.hashes == [sent.tx_hash]
+    first.journal.close()  # the process dies with it in flight
+
+    relay.mode = "forward"  # the relay lands what it is given from now on
+    second = keeper_on(env, public, clock, tmp_path, PRIVATE_RPC_URL=relay.url)  # reconciles
+    assert relay.hashes == [sent.tx_hash, sent.tx_hash]  # rebroadcast to the relay ...
+    assert public_broadcasts(public) == 0  # ... never to the public node
+    rebalance = the_rebalance(second, carry)
+    assert rebalance.status == "mined" and [t.tx_hash for t in rebalance.transactions] == [
+        sent.tx_hash
+    ]
