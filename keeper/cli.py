@@ -336,9 +336,10 @@ def _start_metrics(settings: Any) -> tuple[Any, Any]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if args.journal_only:
+        return _status_from_journal(args)
     from keeper.app import build_service, verify_vaults
-    from keeper.journal import Journal
-    from keeper.status import journal_text, status_text
+    from keeper.status import status_text
 
     # Read-only: nothing is sent, so nothing is journaled and no journal file is created; the
     # running keeper's journal, if there is one, is read without a write.
@@ -350,16 +351,49 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(status_text(service))
     finally:
         service.journal.close()
-    if configured.journal.is_file():
-        recorded = Journal(configured.journal, read_only=True)
-        try:
-            print()
-            print(f"journal {configured.journal}:")
-            print(journal_text(recorded))
-        finally:
-            recorded.close()
-    else:
-        print(f"\njournal {configured.journal}: none yet (the keeper has not run here)")
+    print()
+    print(_recorded_text(configured.journal_target, configured.chain_id))
+    return 0
+
+
+def _recorded_text(target: str, chain_id: int | None) -> str:
+    """The journal's part of `keeper status` for one chain (read-only, nothing created)."""
+    from keeper.journal import Journal
+    from keeper.journal_db import describe, is_postgres, list_chain_schemas
+    from keeper.status import journal_text
+
+    where = describe(target)
+    if is_postgres(target):
+        if chain_id not in list_chain_schemas(target):
+            return f"journal {where} chain {chain_id}: none yet (no keeper has run there)"
+    elif not Path(target).is_file():
+        return f"journal {where}: none yet (the keeper has not run here)"
+    with Journal(target, chain_id=chain_id, read_only=True) as recorded:
+        return f"journal {where}" + (f" chain {chain_id}" if is_postgres(target) else "") + (
+            ":\n" + journal_text(recorded)
+        )
+
+
+def _status_from_journal(args: argparse.Namespace) -> int:
+    """`keeper status --journal-only`: KEEPER_JOURNAL alone, no node; on PostgreSQL every
+    chain's journal on the server."""
+    from keeper.config import load_journal_target
+    from keeper.journal_db import is_postgres
+    from keeper.masking import register_secret_url
+
+    named = args.env_file is not None
+    target = load_journal_target(
+        env_file=args.env_file if named else DEFAULT_ENV_FILE, env_file_required=named
+    )
+    if is_postgres(target):
+        from keeper.status import every_chain_text
+
+        register_secret_url(target)
+        print(every_chain_text(target))
+        return 0
+    if not Path(target).is_file():
+        raise KeeperError(f"KEEPER_JOURNAL: {target}: no such journal (the keeper has not run)")
+    print(_recorded_text(target, None))
     return 0
 
 
@@ -496,9 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the keeper: a tick every KEEPER_POLL_INTERVAL seconds")
     run.add_argument("--once", action="store_true", help="run one tick and exit")
     run.set_defaults(func=_cmd_run)
-    sub.add_parser(
+    status = sub.add_parser(
         "status", help="each vault's health, leverage, greeks and mandate, read live"
-    ).set_defaults(func=_cmd_status)
+    )
+    status.add_argument(
+        "--journal-only",
+        action="store_true",
+        help="read only KEEPER_JOURNAL, no node: last tick, halts, transactions in flight and "
+        "the leader (on PostgreSQL: of every chain on the server)",
+    )
+    status.set_defaults(func=_cmd_status)
     check = sub.add_parser(
         "check-config",
         help="validate the settings, print them (secrets masked) and run the start-up checks "

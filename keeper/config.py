@@ -695,6 +695,32 @@ def load_settings(
         _ENVIRON.reset(token)
 
 
+def load_journal_target(
+    env: Mapping[str, str] | None = None,
+    env_file: str | Path | None = ".env",
+    *,
+    env_file_required: bool = False,
+) -> str:
+    """KEEPER_JOURNAL alone (the environment over `env_file`, the default if neither has it),
+    for the commands that read only the journal (`keeper status --journal-only`): no other
+    setting is needed or checked. A path or a ``postgresql://`` URL, unmasked."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    name = env_name("journal")
+    value = next((v for k, v in environ.items() if k.upper() == name), None)
+    if value is None and env_file is not None:
+        _check_env_file(Path(env_file), required=env_file_required)
+        if Path(env_file).is_file():
+            try:
+                found = dotenv_values(env_file)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{ENV_FILE_OPTION} {env_file}: cannot read ({exc})") from None
+            value = next((v for k, v in found.items() if k.upper() == name and v), None)
+    if value is None or not value.strip():
+        return str(Settings.model_fields["journal"].default)
+    parsed = Settings._journal_target(value)
+    return parsed.get_secret_value() if isinstance(parsed, SecretStr) else str(parsed)
+
+
 def _check_env_file(path: Path, required: bool) -> None:
     if path.is_dir():
         raise ConfigError(f"{ENV_FILE_OPTION} {path}: is a directory, not a settings file")
@@ -716,6 +742,7 @@ def _warn_unknown_names(environ: Mapping[str, str], env_file: str | Path | None)
 
 
 __all__ = [
+    "load_journal_target",
     "BPS",
     "DELEVERAGE_GAS",
     "ENV_FILE_OPTION",

@@ -1,6 +1,6 @@
 """`keeper status`: each configured vault's health, leverage, greeks and mandate, read live; and,
 from the keeper's journal (read-only), its last tick, the vaults it halted or that are failing,
-and the transactions it has in flight."""
+and the transactions it has in flight; on PostgreSQL also who leads, for every chain."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from keeper.chain.convert import to_vault_state
 from keeper.chain.snapshot import VaultSnapshot
 from keeper.inputs import RISK_FREE_RATE
 from keeper.journal import Journal
+from keeper.journal_db import describe, list_chain_schemas, schema_for
+from keeper.lease import LEASE_NAME
 from keeper.report import WAD, ratio, snapshot_table, table, usd
 from keeper.risk.health import portfolio_greeks
 from keeper.service import KeeperService
@@ -63,11 +65,44 @@ def status_text(service: KeeperService) -> str:
     return "\n".join(parts).rstrip()
 
 
+def leader_line(journal: Journal) -> str | None:
+    """Who leads (replicas on PostgreSQL), by the database's clock; None where no replica ever
+    took the lease (a single keeper on SQLite)."""
+    lease = journal.lease(LEASE_NAME)
+    if lease is None:
+        return None
+    left = lease.expires_at - lease.db_now
+    if left > 0:
+        return f"leader: {lease.holder} (term {lease.epoch}), lease expires in {left:,.1f} s"
+    return (
+        f"leader: none — the lease of {lease.holder} (term {lease.epoch}) expired "
+        f"{-left:,.0f} s ago"
+    )
+
+
+def every_chain_text(url: str, now: float | None = None) -> str:
+    """`keeper status --journal-only` on PostgreSQL: every chain's journal on that server —
+    leader, last tick, halted vaults, transactions in flight — from the journal alone."""
+    chains = list_chain_schemas(url)
+    if not chains:
+        return f"journal {describe(url)}: no chain has a journal there yet"
+    parts = []
+    for chain_id in chains:
+        with Journal(url, chain_id=chain_id, read_only=True) as journal:
+            parts.append(f"chain {chain_id} (schema {schema_for(chain_id)}):")
+            parts.append(journal_text(journal, now))
+        parts.append("")
+    return "\n".join(parts).rstrip()
+
+
 def journal_text(journal: Journal, now: float | None = None) -> str:
     """What the running keeper recorded: last tick, halted and failing vaults, transactions in
     flight (nonce, kind, last hash, fees, age)."""
     now = time.time() if now is None else now
     parts = []
+    leader = leader_line(journal)
+    if leader is not None:
+        parts.append(leader)
     last = journal.last_tick()
     if last is None:
         parts.append("journal: no tick yet")

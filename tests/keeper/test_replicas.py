@@ -150,6 +150,7 @@ def settings(env: Env, url: str, name: str) -> dict[str, str]:
 
 def spawn(env: Env, url: str, name: str, tmp: Path, point: str = "none", action: str = "kill"
           ) -> Replica:
+    tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.keeper.replica_driver", point, action],
@@ -301,3 +302,57 @@ def test_a_paused_leader_wakes_up_and_sends_nothing_new(
     finally:
         for r in (a, b):
             r.stop()
+
+
+def test_two_chains_share_one_server_and_status_reads_both_from_the_journal(
+    chain: tuple[Env, Blocks], journal_url: str, tmp_path: Path
+) -> None:
+    """One keeper process per chain, both on one PostgreSQL database (a schema each);
+    `keeper status --journal-only`, given KEEPER_JOURNAL alone, shows each chain's leader and
+    last tick without asking any node."""
+    from keeper.devnet.anvil import Anvil
+    from keeper.devnet.deploy import deploy_everything
+    from keeper.devnet.local import local_chain
+
+    env = chain[0]
+    with Anvil("--chain-id", "31338", "--block-time", "1") as w3:
+        other = Env("anvil", w3, deploy_everything(w3), local_chain(w3))
+        assert other.dep.chain_id == 31338
+        one = spawn(env, journal_url, "keeper-31337", tmp_path / "a")
+        two = spawn(other, journal_url, "keeper-31338", tmp_path / "b")
+        try:
+            for e, name in ((env, "keeper-31337"), (other, "keeper-31338")):
+                wait_for(f"{name} to lead", lambda e=e, name=name: held_by(
+                    journal_url, e.dep.chain_id, name), PROCESS_LIMIT_S)
+                wait_for(f"{name} to tick", lambda e=e: ticked(journal_url, e.dep.chain_id), 60)
+            shown = subprocess.run(
+                [sys.executable, "-m", "keeper", "status", "--journal-only"],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                env={"PATH": os.environ["PATH"], "KEEPER_JOURNAL": journal_url},
+            )
+            assert shown.returncode == 0, shown.stderr
+            out = shown.stdout
+            assert "chain 31337 (schema keeper_chain_31337):" in out
+            assert "chain 31338 (schema keeper_chain_31338):" in out
+            first, second = out.split("chain 31338 (schema keeper_chain_31338):")
+            assert "leader: keeper-31337 (term 1)" in first
+            assert "leader: keeper-31338 (term 1)" in second
+            assert "last tick: block" in first and "last tick: block" in second
+            assert PostgresServer.PASSWORD not in out + shown.stderr
+            assert one.stop() == 0 and two.stop() == 0  # a clean stop releases the lease
+            after = subprocess.run(
+                [sys.executable, "-m", "keeper", "status", "--journal-only"],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                env={"PATH": os.environ["PATH"], "KEEPER_JOURNAL": journal_url},
+            ).stdout
+            assert "leader: none — the lease of keeper-31337 (term 1) expired" in after
+            no_traceback(one, two)
+        finally:
+            one.stop()
+            two.stop()
+
+
+def ticked(url: str, chain_id: int) -> bool:
+    with Journal(url, chain_id=chain_id, read_only=True) as j:
+        last = j.last_tick()
+        return last is not None and last.status == "ok"
