@@ -77,8 +77,9 @@ gas: $(VENV)/.stamp
 bench: $(VENV)/.stamp
 	$(PY) scripts/bench.py risk
 
-# One keeper cycle on anvil for 1, 10, 100 and 500 vaults, batched vs naive reads (~15 min;
-# `$(PY) scripts/bench.py cycle --quick` for 1, 10, 100 in ~2 min).
+# A no-action keeper cycle on anvil at 1, 100 and 1,000 vaults: requests and HTTP round trips
+# of the keeper, the keeper one request per round trip, and the naive reader (~11 min;
+# `$(PY) scripts/bench.py cycle --quick` for 1, 10, 100 in ~1 min).
 bench-cycle: install
 	$(PY) scripts/bench.py cycle
 
