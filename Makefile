@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: all install promtool postgres test test-unit test-integration demo compile gas bench bench-cycle bench-sim bench-latency simulate lint clean
+.PHONY: all install promtool postgres chaos-replicas test test-unit test-integration demo compile gas bench bench-cycle bench-sim bench-latency bench-metrics simulate lint clean
 
 all: test
 
@@ -95,6 +95,15 @@ bench-sim: install
 # Oracle round → action mined on anvil at 1 s and 12 s blocks, head ticks vs interval (~6 min).
 bench-latency: install
 	$(PY) scripts/bench.py latency
+
+# What Prometheus metrics cost a 100-vault keeper tick on anvil: ratio with/without (~3 min).
+bench-metrics: install
+	$(PY) scripts/bench.py metrics --vaults 100
+
+# Kill the leader replica many times (6 SIGKILL points x 4 rounds, 2 SIGSTOPs) with the
+# production lease (10 s / 1 s) against anvil and a PostgreSQL server the tests start.
+chaos-replicas: install
+	$(PY) scripts/replica_chaos.py --rounds 4 --lease 10
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check keeper tests scripts

@@ -81,6 +81,8 @@ def secret_fragments(url: str) -> set[str]:
         return {url} if len(url) >= FRAGMENT_MIN_CHARS else set()
     found: set[str] = set()
     netloc = parts.netloc
+    if parts.scheme.lower() in ("postgresql", "postgres"):
+        return _database_fragments(parts.netloc, parts.query)
     if "@" in netloc:
         userinfo = netloc.rsplit("@", 1)[0]
         found.add(userinfo + "@")  # always: it is the credential, whatever its length
@@ -99,6 +101,25 @@ def secret_fragments(url: str) -> set[str]:
         found.add(parts.fragment)
     found |= {unquote(s) for s in found}
     found.discard("/")  # a bare slash is no secret (it stays in the set only to be dropped)
+    return {s for s in found if s}
+
+
+def _database_fragments(netloc: str, query: str) -> set[str]:
+    """A database URL's secrets: its password (and the whole userinfo), and query values such
+    as ``?password=``. Not the user or database names: those are no secret, and short common
+    words ("keeper") masked everywhere would blank every log line and file path."""
+    found: set[str] = set()
+    if "@" in netloc:
+        userinfo = netloc.rsplit("@", 1)[0]
+        found.add(userinfo + "@")
+        password = userinfo.partition(":")[2]
+        if len(password) >= FRAGMENT_MIN_CHARS:
+            found.add(password)
+    for pair in query.split("&") if query else ():
+        value = pair.partition("=")[2]
+        if len(value) >= FRAGMENT_MIN_CHARS:
+            found.add(value)
+    found |= {unquote(s) for s in found}
     return {s for s in found if s}
 
 

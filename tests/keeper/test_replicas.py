@@ -36,6 +36,7 @@ from keeper.journal import Journal, JournalError, LeaseRecord
 from keeper.lease import LEASE_NAME
 from tests.keeper.conftest import Env, move
 from tests.keeper.crash_driver import POINTS
+from tests.ops.test_notify import Hook, hook  # noqa: F401 - the webhook receiver fixture
 from tests.pg import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,22 +149,22 @@ def settings(env: Env, url: str, name: str) -> dict[str, str]:
     }
 
 
-def spawn(env: Env, url: str, name: str, tmp: Path, point: str = "none", action: str = "kill"
-          ) -> Replica:
+def spawn(env: Env, url: str, name: str, tmp: Path, point: str = "none", action: str = "kill",
+          **extra: str) -> Replica:
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.keeper.replica_driver", point, action],
-        cwd=tmp, env=settings(env, url, name), stdout=subprocess.DEVNULL,
+        cwd=tmp, env={**settings(env, url, name), **extra}, stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )
     return Replica(name, proc, log)
 
 
-def start_pair(env: Env, url: str, tmp: Path, point: str, action: str
+def start_pair(env: Env, url: str, tmp: Path, point: str, action: str, **extra: str
                ) -> tuple[Replica, Replica]:
     """Replica a (armed) leading, replica b standing by: both up before anything is due."""
-    a = spawn(env, url, "replica-a", tmp, point, action)
+    a = spawn(env, url, "replica-a", tmp, point, action, **extra)
     try:
         wait_for("replica-a to lead", lambda: held_by(url, env.dep.chain_id, "replica-a"),
                  timeout=PROCESS_LIMIT_S)
@@ -264,15 +265,16 @@ def test_sigkill_the_leader_at_each_point_and_the_standby_takes_over(
 
 @pytest.mark.parametrize("point", ["after_nonce", "after_sign"])
 def test_a_paused_leader_wakes_up_and_sends_nothing_new(
-    chain: tuple[Env, Blocks], market: Market, journal_url: str, tmp_path: Path, point: str
+    chain: tuple[Env, Blocks], market: Market, journal_url: str, tmp_path: Path, point: str,
+    hook: Hook,
 ) -> None:
     """SIGSTOP the leader with a nonce (or a signed transaction) journaled, longer than its
     lease: the standby takes over and lands the action; the old leader, woken, finds its
-    writes refused (fencing), sends no second action and stands by."""
+    writes refused (fencing), sends no second action, notifies "lease lost" and stands by."""
     (env, blocks), vault = chain, chain[0].dep.vaults[0]
     cid = env.dep.chain_id
     start_nonce = env.nonce("latest")
-    a, b = start_pair(env, journal_url, tmp_path, point, "stop")
+    a, b = start_pair(env, journal_url, tmp_path, point, "stop", KEEPER_NOTIFY_URLS=hook.url())
     try:
         move(market, env, 0.65, 0.70)
         wait_for("replica-a to pause", lambda: f"AT {point}" in a.text(), PROCESS_LIMIT_S)
@@ -292,6 +294,11 @@ def test_a_paused_leader_wakes_up_and_sends_nothing_new(
         assert lease is not None and lease.holder == "replica-b" and lease.epoch == 2
         woke = a.text().split(f"AT {point}", 1)[1]
         assert "refused" in woke or "lost" in woke, woke[-3000:]
+        lost = None
+        while lost is None:  # the operator hears of it (apprise, JSON webhook)
+            body = hook.take(1)[0][2]
+            lost = body if body["title"] == "keeper: lease lost" else None
+        assert lost["message"] == "this keeper lost its lease; now held by replica-b."
         for r in (a, b):
             assert r.stop() == 0, r.text()[-3000:]
         landed = check_journal_against_chain(env, journal_url, start_nonce, vault)

@@ -186,3 +186,20 @@ def test_journal_masks_tick_errors_and_intent_outcomes(tmp_path: Path) -> None:
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert leaks(raw.decode("latin-1")) == []
     assert mask_text(URL) != URL
+
+
+def test_a_database_url_hides_its_password_not_its_user_or_database_names() -> None:
+    from keeper.masking import SecretMasker, secret_fragments
+
+    url = "postgresql://keeper:pg-Secret-7Hq2@db.internal:5432/keeper?sslpassword=tlsPW99"
+    assert secret_fragments(url) == {"keeper:pg-Secret-7Hq2@", "pg-Secret-7Hq2", "tlsPW99"}
+    masker = SecretMasker()
+    masker.register_url(url)
+    line = masker.mask(
+        f"keeper.journal: cannot connect to {url}; password pg-secret-7hq2 refused"
+        " in /srv/keeper/keeper/journal.py"
+    )
+    assert "Secret-7Hq2".lower() not in line.lower() and "tlsPW99" not in line
+    # the user and database names stay (they are no secret; "keeper" is in every log line)
+    assert line.startswith("keeper.journal: ") and "/srv/keeper/keeper/journal.py" in line
+    assert "db.internal:5432/keeper" in line
