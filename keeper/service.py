@@ -25,6 +25,7 @@ from keeper.chain.snapshot import VaultSnapshot
 from keeper.clock import Clock
 from keeper.errors import KeeperError, StaleDataError
 from keeper.inputs import costs, market_view
+from keeper.journal import LeaseLost
 from keeper.policy import decide_batch, settlements
 from keeper.ports import JournalPort, PriceHistorySource, SnapshotSource
 from keeper.risk.actions import Action, ActionKind
@@ -193,6 +194,13 @@ class KeeperService:
         """A tick is running."""
         return self._lock.locked()
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no tick runs (at most `timeout_s`); whether none does."""
+        if not self._lock.acquire(timeout=max(0.0, timeout_s)):
+            return False
+        self._lock.release()
+        return True
+
     # ------------------------------------------------------------------ tick
     def tick(self) -> TickReport:
         """One cycle. A KeeperError ends this tick (logged with context); anything else is a bug
@@ -227,6 +235,8 @@ class KeeperService:
         """One vault's read, conversion, decision or build failed this tick: logged (with the
         traceback when it is not a KeeperError — a bug, to be fixed) and counted; the other
         vaults go on."""
+        if isinstance(exc, LeaseLost):  # not this vault's fault: the whole tick stops
+            raise exc
         first = vault not in self._faulted
         self._faulted.setdefault(vault, f"{stage}: {type(exc).__name__}: {exc}")
         if isinstance(exc, KeeperError):

@@ -36,8 +36,8 @@ from keeper.journal import Journal, JournalError, LeaseRecord
 from keeper.lease import LEASE_NAME
 from tests.keeper.conftest import Env, move
 from tests.keeper.crash_driver import POINTS
-from tests.ops.test_notify import Hook, hook  # noqa: F401 - the webhook receiver fixture
 from tests.pg import PostgresServer
+from tests.webhook import Hook
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = int(os.environ.get("KEEPER_REPLICA_ROUNDS", "1"))

@@ -8,12 +8,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +24,7 @@ from keeper.masking import mask_text
 from keeper.notify import Notifier, register_notify_url
 from keeper.service import TickReport
 from keeper.tx.sender import Outcome
+from tests.webhook import WAIT_S, Hook
 
 VAULT_A = Web3.to_checksum_address("0x" + "a1" * 20)
 VAULT_B = Web3.to_checksum_address("0x" + "b2" * 20)
@@ -33,61 +32,9 @@ VAULT_C = Web3.to_checksum_address("0x" + "c3" * 20)
 SIGNER = Web3.to_checksum_address("0x" + "5e" * 20)
 TX_1, TX_2 = "0x" + "aa" * 32, "0x" + "bb" * 32
 WAD = 10**18
-#: Seconds a test waits for something that happens in well under one.
-WAIT_S = 10.0
 
 
 # ---------------------------------------------------------------------------------- helpers
-@dataclass
-class Hook:
-    """A webhook receiver. While `gate` is clear, each request is held unanswered."""
-
-    port: int
-    requests: queue.Queue[tuple[str, dict[str, str], dict[str, Any]]]
-    gate: threading.Event
-    arrived: threading.Event
-    answered: threading.Event
-
-    def url(self, path: str = "/hook", scheme: str = "json", userinfo: str = "") -> str:
-        return f"{scheme}://{userinfo}127.0.0.1:{self.port}{path}"
-
-    def take(self, n: int) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
-        return [self.requests.get(timeout=WAIT_S) for _ in range(n)]
-
-    def bodies(self, n: int) -> list[dict[str, Any]]:
-        return [body for _, _, body in self.take(n)]
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    requests: queue.Queue[tuple[str, dict[str, str], dict[str, Any]]] = queue.Queue()
-    gate, arrived, answered = threading.Event(), threading.Event(), threading.Event()
-    gate.set()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.put((self.path, dict(self.headers), body))
-            arrived.set()
-            gate.wait(timeout=60)
-            self.send_response(200)
-            self.end_headers()
-            answered.set()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield Hook(server.server_address[1], requests, gate, arrived, answered)
-    finally:
-        gate.set()
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def dead_port() -> int:
     """A loopback port nothing listens on (bound, read, closed)."""
