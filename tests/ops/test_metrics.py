@@ -670,3 +670,35 @@ def test_metric_name_extraction_sees_through_promql() -> None:
         ' status="x"}[15m])) > 0 and on(instance) time() - keeper_x_seconds > 3 * keeper_y'
     )
     assert metric_names(expr) == {"keeper_action_outcomes_total", "keeper_x_seconds", "keeper_y"}
+
+
+def test_a_standby_replica_is_alive_not_ready_and_names_the_leader(
+    serving: Callable[[KeeperMetrics], MetricsServer], journal: Journal
+) -> None:
+    from keeper.journal import LeaseRecord
+
+    clock = WallClock(7_000.0)
+    metrics = KeeperMetrics(interval_s=10, clock=clock, runtime_collectors=False)
+    server = serving(metrics)
+    other = LeaseRecord("leader", "replica-a", 4, 6_990.0, 6_999.0, 7_009.0, 7_000.0)
+    clock.t = 7_100.0  # long past 3 intervals: a standby that keeps trying is alive
+    metrics.observe_standby(other)
+    status, body, _ = get(server.url + "/readyz")
+    assert status == 503 and "standby (leader: replica-a)" in body
+    assert get(server.url + "/healthz")[0] == 200
+    clock.t = 7_131.0  # no attempt for 31 s (the database unreachable): not alive any more
+    assert get(server.url + "/healthz")[0] == 503
+    page = get(server.url + "/metrics")[1]
+    assert 'keeper_lease_holder{holder="replica-a"} 1.0' in page
+    assert "keeper_lease_held 0.0" in page and "keeper_lease_epoch 4.0" in page
+    mine = LeaseRecord("leader", "replica-b", 5, 7_131.0, 7_131.0, 7_141.0, 7_131.0)
+    metrics.observe_lease(True, mine)
+    assert get(server.url + "/readyz")[0] == 503  # took the lease, not reconciled yet
+    metrics.observe_started(FakeService(journal))
+    assert get(server.url + "/readyz")[0] == 200
+    page = get(server.url + "/metrics")[1]
+    assert "keeper_lease_held 1.0" in page and "keeper_lease_epoch 5.0" in page
+    assert 'holder="replica-a"' not in page and 'keeper_lease_holder{holder="replica-b"} 1.0' in page
+    metrics.observe_lease(False, None)  # lost
+    assert "keeper_lease_held 0.0" in get(server.url + "/metrics")[1]
+    assert get(server.url + "/metrics")[1].count("keeper_lease_holder{") == 0

@@ -750,3 +750,46 @@ def test_eth_to_wei_and_back_are_exact() -> None:
     assert format_eth(0) == "0 ETH"
     with pytest.raises(ValueError):
         eth_to_wei(-1.0)
+
+
+PG = "postgresql://keeper:Pg-Pass-77x@db.internal:5432/keeper"
+
+
+def test_a_postgresql_journal_is_a_secret_url_and_needs_the_chain_id() -> None:
+    s = load(journal=PG, chain_id="1")
+    assert s.journal_is_postgres and s.journal_target == PG
+    shown = dict(s.describe())["KEEPER_JOURNAL"]
+    assert "Pg-Pass-77x" not in shown and shown.startswith("postgresql://***@db.internal:5432")
+    assert PG in s.secret_urls() and RPC in s.secret_urls()
+    assert "needs KEEPER_CHAIN_ID" in error(journal=PG)
+    no_db = error(journal="postgresql://keeper:Pg-Pass-77x@db.internal:5432", chain_id="1")
+    assert "names no host or database" in no_db and "Pg-Pass-77x" not in no_db
+    assert "not a valid postgresql:// URL" in error(
+        journal="postgresql://keeper:Pg-Pass-77x@db.internal:99999/k", chain_id="1")
+
+
+def test_a_sqlite_journal_stays_a_path_and_the_lease_timing_is_checked(tmp_path: Path) -> None:
+    s = load(journal=str(tmp_path / "j.sqlite"))
+    assert not s.journal_is_postgres and s.journal == tmp_path / "j.sqlite"
+    assert s.secret_urls() == s.rpc_urls()
+    assert (s.lease_seconds, s.lease_renew_interval) == (10.0, 1.0)
+    assert s.effective_replica_id.endswith(f":{os.getpid()}")
+    assert load(replica_id="keeper-eu-1").effective_replica_id == "keeper-eu-1"
+    slow = error(journal=PG, chain_id="1", lease_seconds="10", lease_renew_interval="4")
+    assert "fewer than 3 renewals" in slow and "KEEPER_LEASE_RENEW_INTERVAL" in slow
+    assert load(journal=PG, chain_id="1", lease_seconds="3", lease_renew_interval="1")
+
+
+def test_the_journal_alone_is_read_for_status_without_the_other_settings(
+    tmp_path: Path,
+) -> None:
+    from keeper.config import load_journal_target
+
+    assert load_journal_target({"KEEPER_JOURNAL": PG}, env_file=None) == PG
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"KEEPER_JOURNAL={tmp_path}/from-file.sqlite\n")
+    assert load_journal_target({}, env_file=env_file) == f"{tmp_path}/from-file.sqlite"
+    assert load_journal_target({"KEEPER_JOURNAL": PG}, env_file=env_file) == PG  # env wins
+    assert load_journal_target({}, env_file=None) == "keeper-journal.sqlite"
+    with pytest.raises(ConfigError, match="no such file"):
+        load_journal_target({}, env_file=tmp_path / "missing.env", env_file_required=True)
