@@ -5,6 +5,7 @@
     python scripts/bench.py cycle [--sizes 1,100,1000 | --quick] [--repeat N] [--history N]
     python scripts/bench.py sim [--chains anvil,tester] [--steps N]   (see scripts/bench_sim.py)
     python scripts/bench.py latency [--block-times 1,12] [--trials N]   (scripts/bench_latency.py)
+    python scripts/bench.py metrics [--vaults N] [--rounds N]   (scripts/bench_metrics.py)
 
 ``risk``: Black–Scholes greeks for N options, vectorised vs a plain per-element Python loop
 (``math`` module, same formulas) on a slice, extrapolated per element; then one full
@@ -674,6 +675,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scripts.bench_latency import add_latency
 
     add_latency(sub)
+    from scripts.bench_metrics import add_metrics
+
+    add_metrics(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
