@@ -82,9 +82,12 @@ class LeaderLease:
         try:
             record = self.journal.acquire_lease(self.name, self.holder, self.lease_s)
         except JournalError as exc:
-            logger.warning("lease %s: cannot reach the journal: %s", self.name, exc)
+            if self.reachable:  # once per outage, not once a second
+                logger.warning("lease %s: cannot reach the journal: %s", self.name, exc)
             self.reachable = False
             return False
+        if not self.reachable:
+            logger.info("lease %s: the journal answers again", self.name)
         self.reachable = True
         if record.holder != self.holder:
             return False
