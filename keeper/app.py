@@ -81,10 +81,10 @@ def build_service(
     account: LocalAccount | None,
     w3: Web3 | None = None,
     clock: Clock | None = None,
-    fence: tuple[str, str] | None = None,
+    fence: tuple[str, str, int | None] | None = None,
 ) -> KeeperService:
     """Wire every part from `settings`. `w3` and `clock` are injected by tests and the demo.
-    `fence` (lease name, holder): a replica's journal, every write of which needs that lease
+    `fence` (lease name, holder, term): a replica's journal, every write of which needs that lease
     (see :mod:`keeper.lease`)."""
     register_rpc_secrets(settings)
     if w3 is None:

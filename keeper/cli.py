@@ -192,7 +192,7 @@ def _start_service(
     account: LocalAccount | None,
     w3: Any,
     metrics: Any,
-    fence: tuple[str, str] | None = None,
+    fence: tuple[str, str, int | None] | None = None,
 ) -> tuple[Any, list[Any]]:
     """Build and start the service (reconciling the journal); (service, reconciled)."""
     from keeper.app import build_service
@@ -285,7 +285,7 @@ def _run_replica(
                 metrics.observe_lease(True, lease.record)
             try:
                 service, reconciled = _start_service(
-                    settings, account, w3, metrics, fence=(lease.name, lease.holder)
+                    settings, account, w3, metrics, fence=lease.fence
                 )
             except LeaseLost as exc:
                 logger.error("lease lost while taking over (%s): standing by again", exc)

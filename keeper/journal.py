@@ -113,7 +113,8 @@ class Journal:
         self.chain_id = chain_id
         self._clock = clock
         self._lock = threading.RLock()
-        self._fence: tuple[str, str] | None = None
+        self._fence: tuple[str, str, int | None] | None = None
+        self._read_only = read_only
         self._conn, self._db = connect(self.path, read_only, chain_id)
         self.backend = self._db.name
         try:
@@ -153,14 +154,24 @@ class Journal:
     ) -> None:
         self.close()
 
-    def fence(self, lease: str, holder: str) -> None:
-        """From now on every write of this journal requires `holder` to hold lease `lease`."""
-        self._fence = (lease, holder)
+    def fence(self, lease: str, holder: str, epoch: int | None = None) -> None:
+        """From now on every write of this journal requires `holder` to hold lease `lease` (in
+        term `epoch`, when given: a later term of the same name is another process's)."""
+        self._fence = (lease, holder, epoch)
+
+    def _live_conn(self) -> None:
+        """PostgreSQL: a connection the server ended (a restart, the idle-in-transaction timeout
+        after a pause) is opened again for the next statement; the one that failed has already
+        raised. Lock held."""
+        if self._db is POSTGRES and self._conn.closed:
+            logger.warning("journal %s: connection lost; reconnecting", self.where)
+            self._conn, _ = connect(self.path, self._read_only, self.chain_id)
 
     @contextmanager
     def _write(self, what: str, fenced: bool = True) -> Iterator[_Tx]:
         with self._lock:
             try:
+                self._live_conn()
                 self._conn.execute(self._db.begin)
                 try:
                     tx = _Tx(self._conn, self._db)
@@ -168,7 +179,8 @@ class Journal:
                         self._check_fence(tx, what)
                     yield tx
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    if not (self._db is POSTGRES and self._conn.closed):
+                        self._conn.execute("ROLLBACK")
                     raise
                 self._conn.execute("COMMIT")
             except (JournalError, LeaseLost):
@@ -183,13 +195,19 @@ class Journal:
 
     def _check_fence(self, tx: _Tx, what: str) -> None:
         assert self._fence is not None
-        name, holder = self._fence
+        name, holder, epoch = self._fence
         row = tx.execute(
-            f"SELECT holder, expires_at > {self._db.now} AS live FROM leases WHERE name = ?"
-            + self._db.for_update,
+            f"SELECT holder, epoch, expires_at > {self._db.now} AS live FROM leases"
+            " WHERE name = ?" + self._db.for_update,
             (name,),
         ).fetchone()
-        if row is None or row["holder"] != holder or not row["live"]:
+        ours = row is not None and row["holder"] == holder
+        if ours and epoch is not None and int(row["epoch"]) != epoch:
+            raise LeaseLost(
+                f"journal: {what} refused: lease {name!r} is in term {row['epoch']}, "
+                f"{holder} led term {epoch}"
+            )
+        if not ours or not row["live"]:
             by = (
                 "nobody"
                 if row is None
@@ -201,12 +219,17 @@ class Journal:
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         with self._lock:
-            try:
-                return list(self._conn.execute(self._db.sql(sql), params).fetchall())
-            except Exception as exc:
-                if self._db.is_db_error(exc):
+            for attempt in (1, 2):
+                try:
+                    self._live_conn()
+                    return list(self._conn.execute(self._db.sql(sql), params).fetchall())
+                except Exception as exc:
+                    if not self._db.is_db_error(exc):
+                        raise
+                    if attempt == 1 and self._db is POSTGRES and self._conn.closed:
+                        continue  # the session was ended: a read is safe to repeat at once
                     raise JournalError(f"journal: read failed: {_line(exc)}") from exc
-                raise
+            raise AssertionError("unreachable")
 
     def _check_read_only(self) -> None:
         try:
@@ -565,34 +588,44 @@ class Journal:
 
     # --- the leader's lease ----------------------------------------------------------------------
 
-    def acquire_lease(self, name: str, holder: str, duration_s: float) -> LeaseRecord:
+    def acquire_lease(
+        self, name: str, holder: str, duration_s: float, extend: bool = True
+    ) -> LeaseRecord:
         """Take lease `name` for `holder` if nobody holds it or its holder let it expire (a new
-        term: the epoch goes up), or extend it if `holder` holds it. Returns the lease as it
-        stands after, whoever holds it. Timed by the database's clock; never fenced."""
+        term: the epoch goes up), or extend it if `holder` holds it and `extend`. Returns the
+        lease as it stands after, whoever holds it. Timed by the database's clock; never
+        fenced. A process that did not take the lease itself passes ``extend=False``: a live
+        lease under its own name is another process's (a duplicated replica id, or its own
+        previous run), and it must wait for that one to lapse."""
         now = self._db.now
         with self._write(f"acquire lease {name}", fenced=False) as tx:
             row = self._lease_row(tx, name)
             if row is None:
-                tx.execute(
+                cur = tx.execute(
                     "INSERT INTO leases (name, holder, epoch, acquired_at, renewed_at,"
                     f" expires_at) VALUES (?, ?, 1, {now}, {now}, {now} + ?)"
                     " ON CONFLICT (name) DO NOTHING",
                     (name, holder, float(duration_s)),
                 )
-            elif row["holder"] == holder and row["live"]:
+                taken = cur.rowcount == 1
+            elif row["holder"] == holder and row["live"] and extend:
                 tx.execute(
                     f"UPDATE leases SET renewed_at = {now}, expires_at = {now} + ? WHERE name = ?",
                     (float(duration_s), name),
                 )
+                taken = True
             elif not row["live"]:
                 tx.execute(
                     f"UPDATE leases SET holder = ?, epoch = epoch + 1, acquired_at = {now},"
                     f" renewed_at = {now}, expires_at = {now} + ? WHERE name = ?",
                     (holder, float(duration_s), name),
                 )
+                taken = True
+            else:
+                taken = False
             found = self._lease_row(tx, name)
         assert found is not None
-        return self._lease(found)
+        return self._lease(found, taken)
 
     def renew_lease(self, name: str, holder: str, duration_s: float) -> LeaseRecord | None:
         """Extend lease `name` if `holder` holds it and it has not expired; None if not (it is
@@ -639,7 +672,7 @@ class Journal:
         ).fetchone()
 
     @staticmethod
-    def _lease(r: Any) -> LeaseRecord:
+    def _lease(r: Any, taken: bool = False) -> LeaseRecord:
         return LeaseRecord(
             r["name"],
             r["holder"],
@@ -648,6 +681,7 @@ class Journal:
             float(r["renewed_at"]),
             float(r["expires_at"]),
             float(r["db_now"]),
+            taken,
         )
 
     def nonce_floor(self) -> int:

@@ -28,6 +28,10 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 SCHEMA_PREFIX = "keeper_chain_"
 #: Seconds a PostgreSQL connection attempt may take before it is an error.
 CONNECT_TIMEOUT_S = 10
+#: A session that sits inside an open transaction this long is ended by the server, releasing
+#: its row locks. The journal's transactions take milliseconds; a process paused in the middle
+#: of one (SIGSTOP, a VM freeze) would otherwise hold the lease row and block the takeover.
+IDLE_IN_TRANSACTION_MS = 2_000
 #: pg_advisory_xact_lock key held while a schema is created or migrated (replicas starting
 #: together must not both run the same migration): "keeper" in ASCII.
 MIGRATION_LOCK_KEY = 0x6B6565706572
@@ -165,6 +169,7 @@ def _connect_postgres(url: str, read_only: bool, chain_id: int | None) -> Any:
         # Statements wait at most this long for a row another replica holds; the lease row is
         # held for a write's duration only.
         conn.execute(f"SET statement_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
         conn.execute(f"SET search_path TO {schema_for(chain_id)}")
         if read_only:
             conn.execute("SET default_transaction_read_only = on")

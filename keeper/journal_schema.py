@@ -207,6 +207,9 @@ class LeaseRecord:
     expires_at: float
     #: The database's clock when this was read.
     db_now: float
+    #: From :meth:`~keeper.journal.Journal.acquire_lease`: whether that call took or extended
+    #: it for the caller (False: someone else's, or a live one under the caller's name).
+    taken: bool = False
 
     @property
     def live(self) -> bool:

@@ -62,8 +62,14 @@ class LeaderLease:
         self.lost_reason: str | None = None
         #: Whether the last attempt reached the database (a standby that cannot is not alive).
         self.reachable = True
+        self._warned_same_name = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def fence(self) -> tuple[str, str, int | None]:
+        """What the leader's journal is fenced with: this lease, this holder, this term."""
+        return (self.name, self.holder, self.record.epoch if self.record else None)
 
     @property
     def held(self) -> bool:
@@ -80,7 +86,9 @@ class LeaderLease:
     def try_acquire(self) -> bool:
         """One attempt: True if the lease is ours now (a new term, or ours already)."""
         try:
-            record = self.journal.acquire_lease(self.name, self.holder, self.lease_s)
+            record = self.journal.acquire_lease(
+                self.name, self.holder, self.lease_s, extend=self.record is not None
+            )
         except JournalError as exc:
             if self.reachable:  # once per outage, not once a second
                 logger.warning("lease %s: cannot reach the journal: %s", self.name, exc)
@@ -90,6 +98,19 @@ class LeaderLease:
             logger.info("lease %s: the journal answers again", self.name)
         self.reachable = True
         if record.holder != self.holder:
+            return False
+        if not record.taken:
+            # Live under our name, and not taken now: another process with our replica id
+            # (or our own previous run, until its lease lapses). Never share a term with it.
+            if not self._warned_same_name:
+                logger.warning(
+                    "lease %s is held under this replica's own name %s by another process "
+                    "(a duplicated KEEPER_REPLICA_ID, or this replica's previous run): waiting "
+                    "for it to lapse",
+                    self.name,
+                    self.holder,
+                )
+                self._warned_same_name = True
             return False
         self.record, self.lost_reason = record, None
         return True

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Tick durations: a read-only tick takes tens of ms on a local node and ~1 s on a remote one; a
-#: tick that awaits confirmations runs up to its deadline (60 s by default).
+#: tick that awaits confirmations runs up to its deadline (0.8 × the poll interval by default).
 TICK_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 #: Broadcast → receipt: Chainlink's tx_manager_time_until_tx_confirmed buckets.
 CONFIRMATION_BUCKETS_S = (0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -247,6 +247,11 @@ class KeeperMetrics:
         self.lease_held = gauge(
             "keeper_lease_held", "1 while this replica holds the leader lease of its chain."
         )
+        self.standby = gauge(
+            "keeper_standby",
+            "1 while this replica stands by for the leader lease (it does not tick; "
+            "KeeperTicksStalled ignores it).",
+        )
         self.lease_term = gauge(
             "keeper_lease_epoch", "Term of the leader lease as this replica last saw it."
         )
@@ -407,6 +412,7 @@ class KeeperMetrics:
         """This replica took (`held`) or lost the lease; `record` as it stands."""
         self.lease_held.set(1 if held else 0)
         if held:
+            self.standby.set(0)
             self.health.leading()
         else:
             self.ready.set(0)
@@ -415,6 +421,7 @@ class KeeperMetrics:
     def observe_standby(self, record: LeaseRecord | None) -> None:
         """A standby's failed attempt at the lease: alive, not ready, who leads."""
         self.lease_held.set(0)
+        self.standby.set(1)
         self.ready.set(0)
         live = record if record is not None and record.live else None
         self.health.standing_by(live.holder if live is not None else None)

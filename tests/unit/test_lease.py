@@ -66,3 +66,63 @@ def test_a_leader_cut_off_from_the_database_stands_down_before_its_lease_lapses(
         assert len(unreachable) == 1  # once per outage, not once a second
         assert server.PASSWORD not in caplog.text
         lease.stop(release=True)
+
+
+def test_a_replica_paused_inside_a_transaction_does_not_block_the_takeover(
+    pg_server: PostgresServer,
+) -> None:
+    """A process frozen between BEGIN and COMMIT holds the lease row; the server ends such a
+    session after IDLE_IN_TRANSACTION_MS, so the standby takes over anyway, and the frozen
+    one's journal reconnects when it wakes up."""
+    from keeper.journal import Journal
+    from keeper.journal_db import IDLE_IN_TRANSACTION_MS
+
+    url = pg_server.create_database("lease_frozen")
+    a = LeaderLease(url, CHAIN, "a", lease_s=1.0, renew_s=0.2)
+    b = LeaderLease(url, CHAIN, "b", lease_s=1.0, renew_s=0.2)
+    frozen = Journal(url, chain_id=CHAIN)
+    try:
+        assert a.try_acquire()
+        frozen._conn.execute("BEGIN")  # what a renewal or a fenced write does, then a SIGSTOP
+        frozen._conn.execute("SELECT * FROM leases WHERE name = 'leader' FOR UPDATE")
+        started = time.monotonic()
+        assert b.wait(threading.Event())
+        took = time.monotonic() - started
+        assert took <= max(1.0, IDLE_IN_TRANSACTION_MS / 1000) + 1.5, took
+        assert b.record is not None and b.record.epoch == 2
+        time.sleep(0.2)
+        lease = frozen.lease("leader")  # woken: its dead session is replaced
+        assert lease is not None and lease.holder == "b"
+    finally:
+        for j in (a, b):
+            j.close()
+        frozen.close()
+
+
+def test_a_second_process_under_the_same_name_never_shares_the_term(
+    pg_server: PostgresServer,
+) -> None:
+    from keeper.journal import Journal, LeaseLost
+
+    url = pg_server.create_database("lease_same_name")
+    first = LeaderLease(url, CHAIN, "keeper-1", lease_s=1.0, renew_s=0.2)
+    twin = LeaderLease(url, CHAIN, "keeper-1", lease_s=1.0, renew_s=0.2)  # KEEPER_REPLICA_ID twice
+    try:
+        assert first.try_acquire()
+        first.start_renewing(lambda why: None)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # the first keeps renewing: the twin never leads
+            assert not twin.try_acquire()
+            time.sleep(0.1)
+        first.stop(release=False)  # the first stops (crash): its lease lapses, a new term
+        assert twin.wait(threading.Event())
+        assert twin.record is not None and twin.record.epoch == 2
+        # the first one's fenced journal (term 1) writes nothing in term 2, same name or not
+        old = Journal(url, chain_id=CHAIN)
+        old.fence("leader", "keeper-1", 1)
+        with pytest.raises(LeaseLost, match="term 2"):
+            old.start_tick(1, CHAIN)
+        old.close()
+    finally:
+        first.close()
+        twin.close()
