@@ -24,7 +24,7 @@ from keeper.chain.errors import describe_revert
 from keeper.chain.rpc_errors import RpcErrorKind, RpcFault, classify, read_failure
 from keeper.clock import Clock
 from keeper.errors import ChainReadError
-from keeper.journal import IntentStatus, Journal
+from keeper.journal import IntentStatus, Journal, JournalError
 from keeper.risk.actions import Urgency
 from keeper.tx.builder import CallPlan
 from keeper.tx.fees import FeePolicy, Fees
@@ -49,6 +49,19 @@ GAP_FILL_KIND = "fill_nonce_gap"
 NO_OP_GAS = 21_000
 #: Broadcast answers after which the transaction may be out there: keep the nonce, confirm.
 DOUBTFUL = (RpcErrorKind.MAYBE_SENT, RpcErrorKind.UNKNOWN)
+
+
+def send_raw(w3: Web3, raw: HexBytes) -> RpcFault | None:
+    """Send signed bytes through `w3`. None when the node took them or already had them;
+    otherwise the classified fault. A bug (not an RPC error) is re-raised."""
+    try:
+        w3.eth.send_raw_transaction(raw)
+    except Exception as exc:  # sorted once, by the classifier; never swallowed
+        fault = classify(exc, broadcast=True)
+        if fault.kind is RpcErrorKind.NOT_RPC:
+            raise
+        return None if fault.kind is RpcErrorKind.ALREADY_KNOWN else fault
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,16 +251,25 @@ class SenderCore:
         return pending, tx_hash, HexBytes(signed.raw_transaction)
 
     def _broadcast(self, raw: HexBytes) -> RpcFault | None:
-        """Send signed bytes. None when a node took them or already had them; otherwise the
-        classified fault. A bug (not an RPC error) is re-raised."""
+        """Send signed bytes to the node (see :func:`send_raw`)."""
+        return send_raw(self.w3, raw)
+
+    def _sign_first(
+        self, pending: Pending, fees: Fees, intent_id: int, nonce: int
+    ) -> tuple[Pending, str, HexBytes]:
+        """Sign and journal the first transaction of a new intent. If the journal refuses it,
+        nothing was broadcast: the nonce is given back and the intent recorded failed (or, on
+        the same disk trouble, settled at the next start) before the error goes on."""
         try:
-            self.w3.eth.send_raw_transaction(raw)
-        except Exception as exc:  # sorted once, by the classifier; never swallowed
-            fault = classify(exc, broadcast=True)
-            if fault.kind is RpcErrorKind.NOT_RPC:
-                raise
-            return None if fault.kind is RpcErrorKind.ALREADY_KNOWN else fault
-        return None
+            return self._sign_and_record(pending, fees, first=True)
+        except JournalError as exc:  # not journaled, so not broadcast: the nonce is unused
+            if self.nonces is not None:
+                self.nonces.release(nonce)
+            try:
+                self.journal.finish_intent(intent_id, "failed", {"error": str(exc)})
+            except JournalError as again:  # the same disk trouble: settled at the next start
+                logger.error("intent %d: its failure could not be recorded: %s", intent_id, again)
+            raise
 
     def _log_doubt(self, p: Pending, tx_hash: str, fault: RpcFault) -> None:
         log = logger.error if fault.kind is RpcErrorKind.UNKNOWN else logger.warning

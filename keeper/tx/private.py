@@ -33,7 +33,6 @@ from keeper.chain.connect import RPC_TIMEOUT_S
 from keeper.chain.errors import describe_revert
 from keeper.chain.rpc_errors import RpcErrorKind, RpcFault, classify, read_failure
 from keeper.errors import ChainReadError
-from keeper.journal import JournalError
 from keeper.masking import mask_rpc_url, register_secret_url
 from keeper.risk.actions import Urgency
 from keeper.tx.core import (
@@ -46,6 +45,7 @@ from keeper.tx.core import (
     SenderCore,
     Submitted,
     logger,
+    send_raw,
 )
 from keeper.tx.fees import FeeCapTooLow, Fees, fetch_fee_inputs, suggest_fees
 
@@ -93,14 +93,7 @@ class PrivateRelay:
 
     def send_raw(self, raw: HexBytes) -> RpcFault | None:
         """Hand `raw` to the relay: None when it took it (or had it), else the fault."""
-        try:
-            self._w3.eth.send_raw_transaction(raw)
-        except Exception as exc:  # sorted once, by the classifier; never swallowed
-            fault = classify(exc, broadcast=True)
-            if fault.kind is RpcErrorKind.NOT_RPC:
-                raise
-            return None if fault.kind is RpcErrorKind.ALREADY_KNOWN else fault
-        return None
+        return send_raw(self._w3, raw)
 
     def trusted(self, head: int) -> bool:
         return head >= self.distrusted_until
@@ -368,15 +361,7 @@ class PrivateRouting(SenderCore):
             self._unsigned(self.address, HexBytes(b""), NO_OP_GAS, nonce),
             Urgency.HIGH,
         )
-        try:
-            pending, tx_hash, raw = self._sign_and_record(pending, fees, first=True)
-        except JournalError as exc:  # not journaled, so not broadcast: the nonce is unused
-            self.nonces.release(nonce)
-            try:
-                self.journal.finish_intent(intent_id, "failed", {"error": str(exc)})
-            except JournalError as again:  # the same disk trouble: settled at the next start
-                logger.error("intent %d: its failure could not be recorded: %s", intent_id, again)
-            raise
+        pending, tx_hash, raw = self._sign_first(pending, fees, intent_id, nonce)
         logger.warning("nonce %d: %s; filling it with a no-op %s", nonce, why, tx_hash)
         fault, _ = self._send_first(pending, raw, self.seen_block)
         return self._first_sent(pending, fees, tx_hash, fault, None)

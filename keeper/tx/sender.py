@@ -27,7 +27,6 @@ from web3.types import TxParams
 from keeper.chain.errors import describe_revert
 from keeper.chain.rpc_errors import RpcErrorKind, classify
 from keeper.errors import ChainReadError
-from keeper.journal import JournalError
 from keeper.risk.actions import Urgency
 from keeper.tx.builder import CallPlan
 from keeper.tx.core import (
@@ -139,15 +138,7 @@ class TxSender(Reconciling):
             self._unsigned(plan.vault, data, gas_limit, nonce),
             urgency,
         )
-        try:
-            pending, tx_hash, raw = self._sign_and_record(pending, fees, first=True)
-        except JournalError as exc:  # not journaled, so not broadcast: the nonce is unused
-            self.nonces.release(nonce)
-            try:
-                self.journal.finish_intent(intent_id, "failed", {"error": str(exc)})
-            except JournalError as again:  # the same disk trouble: settled at the next start
-                logger.error("intent %d: its failure could not be recorded: %s", intent_id, again)
-            raise
+        pending, tx_hash, raw = self._sign_first(pending, fees, intent_id, nonce)
         # Non-urgent ones go to the private relay when one is configured (keeper.tx.private).
         fault, private = self._send_first(pending, raw, inputs.block)
         return self._first_sent(pending, fees, tx_hash, fault, inputs.block if private else None)

@@ -49,41 +49,51 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def after(obj: object, name: str, when: Callable[..., bool] = lambda *a, **k: True) -> None:
-    """Kill the process right after `obj.name` returns (on a call where `when` holds)."""
-    original = getattr(obj, name)
+def _always(*_args: Any, **_kwargs: Any) -> bool:
+    return True
+
+
+#: Where each point is: the journal's or the sender's method, before or after the call, and
+#: which calls count (given the call's arguments).
+HOOKS: dict[str, tuple[str, str, str, Callable[..., bool]]] = {
+    "after_intent": (
+        "journal", "record_intent", "after", lambda *a, **k: k.get("status") == "pending"
+    ),
+    "after_nonce": ("journal", "attach_nonce", "after", _always),
+    "after_sign": ("journal", "record_transaction", "after", _always),
+    "after_broadcast": ("sender", "_broadcast", "after", _always),
+    "before_receipt": ("sender", "_record_receipt", "before", _always),
+    "mid_receipt": ("journal", "mark_transaction", "after", lambda *a, **k: a[1] == "mined"),
+}
+assert tuple(HOOKS) == POINTS
+
+
+def install(point: str, targets: dict[str, object], fire: Callable[[], None]) -> None:
+    """Call `fire` at `point`: on the objects in `targets` ("journal", "sender"), or on their
+    classes (then every instance is hooked). "none" hooks nothing."""
+    if point == "none":
+        return
+    if point not in HOOKS:
+        raise SystemExit(f"unknown point {point!r} (known: {', '.join(POINTS)})")
+    which, name, when, counts = HOOKS[point]
+    target = targets[which]
+    original = getattr(target, name)
+    unbound = isinstance(target, type)  # a class: the wrapper gets `self` first
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        call_args = args[1:] if unbound else args
+        if when == "before" and counts(*call_args, **kwargs):
+            fire()
         result = original(*args, **kwargs)
-        if when(*args, **kwargs):
-            die()
+        if when == "after" and counts(*call_args, **kwargs):
+            fire()
         return result
 
-    setattr(obj, name, wrapped)
-
-
-def before(obj: object, name: str) -> None:
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        die()
-
-    setattr(obj, name, wrapped)
+    setattr(target, name, wrapped)
 
 
 def arm(point: str, journal: Journal, sender: TxSender) -> None:
-    if point == "after_intent":
-        after(journal, "record_intent", lambda *a, **k: k.get("status") == "pending")
-    elif point == "after_nonce":
-        after(journal, "attach_nonce")
-    elif point == "after_sign":
-        after(journal, "record_transaction")
-    elif point == "after_broadcast":
-        after(sender, "_broadcast")
-    elif point == "before_receipt":
-        before(sender, "_record_receipt")
-    elif point == "mid_receipt":
-        after(journal, "mark_transaction", lambda *a, **k: a[1] == "mined")
-    elif point != "none":
-        raise SystemExit(f"unknown point {point!r} (known: {', '.join(POINTS)})")
+    install(point, {"journal": journal, "sender": sender}, die)
 
 
 def main(url: str, deployment: str, journal_path: str, point: str) -> int:

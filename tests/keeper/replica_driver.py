@@ -16,13 +16,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 from keeper.cli import main as keeper_main
 from keeper.journal import Journal
 from keeper.tx.sender import TxSender
-from tests.keeper.crash_driver import POINTS
+from tests.keeper.crash_driver import install
 
 
 def arm(point: str, action: str) -> None:
@@ -37,40 +35,7 @@ def arm(point: str, action: str) -> None:
         print(f"AT {point} {time.time():.3f}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), sig)
 
-    def after(cls: type, name: str, when: Callable[..., bool] = lambda *a, **k: True) -> None:
-        original = getattr(cls, name)
-
-        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(self, *args, **kwargs)
-            if when(*args, **kwargs):
-                hit()
-            return result
-
-        setattr(cls, name, wrapped)
-
-    def before(cls: type, name: str) -> None:
-        original = getattr(cls, name)
-
-        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
-            hit()
-            return original(self, *args, **kwargs)
-
-        setattr(cls, name, wrapped)
-
-    if point == "after_intent":
-        after(Journal, "record_intent", lambda *a, **k: k.get("status") == "pending")
-    elif point == "after_nonce":
-        after(Journal, "attach_nonce")
-    elif point == "after_sign":
-        after(Journal, "record_transaction")
-    elif point == "after_broadcast":
-        after(TxSender, "_broadcast")
-    elif point == "before_receipt":
-        before(TxSender, "_record_receipt")
-    elif point == "mid_receipt":
-        after(Journal, "mark_transaction", lambda *a, **k: a[1] == "mined")
-    elif point != "none":
-        raise SystemExit(f"unknown point {point!r} (known: {', '.join(POINTS)})")
+    install(point, {"journal": Journal, "sender": TxSender}, hit)
 
 
 if __name__ == "__main__":
