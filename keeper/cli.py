@@ -171,9 +171,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
             settings, w3, _signer_address(account), fallbacks_must_answer=False
         ):
             logger.info("start-up check %s: %s", check.name, check.found)
-        if not settings.journal_is_postgres:
-            return _run_single(args, settings, account, w3, notifier)
-    return _run_replica(args, settings, account, w3, notifier)
+        metrics, server = _start_metrics(settings)  # before start(): /readyz 503 till then
+        try:
+            if settings.journal_is_postgres:
+                lease = _open_lease(settings)
+            else:
+                service, reconciled = _start_service(settings, account, w3, metrics)
+        except BaseException:
+            if server is not None:
+                server.close()
+            raise
+    if settings.journal_is_postgres:
+        return _run_replica(args, settings, account, w3, notifier, lease, metrics, server)
+    return _run_single(args, settings, service, reconciled, notifier, metrics, server)
+
+
+def _open_lease(settings: Settings) -> Any:
+    """The replica's leader lease on the PostgreSQL journal (its schema created or migrated);
+    a database that is not there is one line naming KEEPER_JOURNAL."""
+    from keeper.config import env_name
+    from keeper.errors import ConfigError
+    from keeper.journal import JournalError
+    from keeper.lease import LeaderLease
+
+    assert settings.chain_id is not None  # required with a PostgreSQL journal (config)
+    try:
+        return LeaderLease(
+            settings.journal_target,
+            settings.chain_id,
+            settings.effective_replica_id,
+            settings.lease_seconds,
+            settings.lease_renew_interval,
+        )
+    except JournalError as exc:
+        raise ConfigError(f"{env_name('journal')}: {exc}") from None
 
 
 def _loop_options(settings: Settings, metrics: Any, notifier: Any) -> dict[str, Any]:
@@ -214,18 +245,14 @@ def _tick_once(service: Any, metrics: Any, notifier: Any) -> int:
 
 
 def _run_single(
-    args: argparse.Namespace, settings: Settings, account: LocalAccount | None, w3: Any,
-    notifier: Any,
+    args: argparse.Namespace, settings: Settings, service: Any, reconciled: list[Any],
+    notifier: Any, metrics: Any, server: Any,
 ) -> int:
-    """One keeper on a SQLite journal: start, then tick until stopped."""
+    """One keeper on a SQLite journal, started: tick until stopped."""
     from keeper.scheduler import run_scheduler
     from keeper.service import TickReport
 
-    metrics, server = None, None
     try:
-        with _quiet_start():
-            metrics, server = _start_metrics(settings)  # before start(): /readyz 503 till then
-            service, reconciled = _start_service(settings, account, w3, metrics)
         notifier.from_tick(TickReport(block=-1, outcomes=list(reconciled)))
         if args.once:
             return _tick_once(service, metrics, notifier)
@@ -239,7 +266,7 @@ def _run_single(
 
 def _run_replica(
     args: argparse.Namespace, settings: Settings, account: LocalAccount | None, w3: Any,
-    notifier: Any,
+    notifier: Any, lease: Any, metrics: Any, server: Any,
 ) -> int:
     """One replica on a PostgreSQL journal: stand by until the leader lease is ours, lead until
     it is lost (then stand by again) or the process is stopped. See :mod:`keeper.lease`."""
@@ -247,7 +274,6 @@ def _run_replica(
     import threading
 
     from keeper.journal import LeaseLost
-    from keeper.lease import LeaderLease
     from keeper.scheduler import EXIT_LEASE_LOST, KeeperLoop
     from keeper.service import TickReport
 
@@ -258,18 +284,7 @@ def _run_replica(
         logger.info("signal %d while standing by: stopping", signum)
         stop.set()
 
-    metrics, server = None, None
-    lease: LeaderLease | None = None
     try:
-        with _quiet_start():
-            metrics, server = _start_metrics(settings)
-            lease = LeaderLease(
-                settings.journal_target,
-                settings.chain_id,
-                settings.effective_replica_id,
-                settings.lease_seconds,
-                settings.lease_renew_interval,
-            )
         while True:
             signal.signal(signal.SIGINT, on_signal)
             signal.signal(signal.SIGTERM, on_signal)
@@ -305,9 +320,8 @@ def _run_replica(
             if code != EXIT_LEASE_LOST:
                 return code
     finally:
-        if lease is not None:
-            lease.stop(release=True)
-            lease.close()
+        lease.stop(release=True)
+        lease.close()
         if server is not None:
             server.close()
         notifier.close()

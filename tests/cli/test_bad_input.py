@@ -56,6 +56,8 @@ RPC_USER, RPC_PASSWORD, RPC_PATH_SECRET, RPC_QUERY_SECRET = (
 RPC_SECRETS = (f"{RPC_USER}:{RPC_PASSWORD}", RPC_PASSWORD, RPC_PATH_SECRET, RPC_QUERY_SECRET)
 #: Nothing listens on port 1: connecting is refused at once.
 DEAD_RPC = "http://127.0.0.1:1"
+#: A PostgreSQL journal nobody listens for (port 1), with a password that must never show.
+DEAD_JOURNAL = "postgresql://keeper:Journal-Secret-42@127.0.0.1:1/keeper"
 #: Keystore passwords; the keystore is real (eth-account, pbkdf2 with few iterations: instant).
 KEYSTORE_PASSWORD = "correct horse battery staple"
 WRONG_PASSWORD = "Tr0ub4dor&3"
@@ -455,6 +457,11 @@ def _node_cases(node: Node, other_chain: str) -> list[BadInput]:
         bad("primary-unreachable-behind-a-fallback-check-config",
             node_settings(node, KEEPER_RPC_URL=DEAD_RPC, KEEPER_RPC_FALLBACK_URLS=node.url),
             "KEEPER_RPC_URL", f"RPC {DEAD_RPC} unreachable"),
+        # --- a PostgreSQL journal that is not there (after the start-up checks passed)
+        bad("journal-database-unreachable-run",
+            node_settings(node, KEEPER_JOURNAL=DEAD_JOURNAL, KEEPER_CHAIN_ID="31337"),
+            "KEEPER_JOURNAL", "postgresql://***@127.0.0.1:1/***: cannot connect",
+            args=run_once, absent=("Journal-Secret-42",)),
     ]
 
 
@@ -481,6 +488,7 @@ NODE_CASE_IDS = [
     "fallback-second-on-other-chain",
     "fallback-unreachable-check-config",
     "primary-unreachable-behind-a-fallback-check-config",
+    "journal-database-unreachable-run",
 ]
 
 

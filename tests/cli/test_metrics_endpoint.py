@@ -81,3 +81,29 @@ def test_a_bad_notification_url_is_one_line_and_exit_2(node: Node, tmp_path: Pat
     run = run_keeper(tmp_path, settings, "run", "--once")
     assert_user_error(run, "KEEPER_NOTIFY_URLS", "entry 2", secrets=(token,))
     assert not (tmp_path / "keeper-journal.sqlite").exists()  # refused before anything
+
+
+@pytest.mark.anvil
+def test_a_running_keeper_logs_as_it_goes_not_only_at_exit(node: Node, tmp_path: Path) -> None:
+    """The start's log lines are held back only until the start is done (a refused start is
+    its one error line); a running keeper writes its INFO lines as they happen."""
+    settings = node_settings(
+        node, KEEPER_POLL_INTERVAL="1", KEEPER_JOURNAL=str(tmp_path / "journal.sqlite")
+    )
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keeper", "run"], cwd=tmp_path, env=keeper_env(settings),
+            stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + START_LIMIT_S
+        while time.monotonic() < deadline and "keeper running:" not in log.read_text():
+            time.sleep(0.2)
+        text = log.read_text()
+        assert proc.poll() is None, text[-2000:]  # still running: written as it went
+        assert "keeper running:" in text and "start-up check gas balance" in text, text[-2000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
