@@ -63,7 +63,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
@@ -96,9 +98,28 @@ __all__ = [
     "decide",
     "decide_batch",
     "gate",
+    "observing_decisions",
     "risk_reducing_only",
     "settlements",
 ]
+
+DecisionObserver = Callable[["Assessment", "Gates"], None]
+#: Told of every batch `decide_batch` decides, with the assessment and gates its actions were
+#: built from (the simulator records each vault's target leverage). A context variable, so a
+#: tick in another thread or context never reports to it; unset, it costs one lookup a batch.
+_OBSERVER: ContextVar[DecisionObserver | None] = ContextVar("decision_observer", default=None)
+
+
+@contextmanager
+def observing_decisions(observer: DecisionObserver) -> Iterator[None]:
+    """Within the block, `observer(assessment, gates)` is called for every batch decided in
+    this context, before its actions are built. It must only read what it is given (the very
+    arrays the actions are built from): the decisions are then the same with or without it."""
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 def _check_forecast(
@@ -142,7 +163,11 @@ def decide_batch(
     if not states:
         return []
     a = assess_batch(states, mandates, market, costs, params, forecast)
-    return _all_actions(a, gate(a, costs, params), params, costs)
+    g = gate(a, costs, params)
+    observer = _OBSERVER.get()
+    if observer is not None:
+        observer(a, g)
+    return _all_actions(a, g, params, costs)
 
 
 def decide(

@@ -6,7 +6,9 @@ vault, for one policy: the figures a decision-rule change is judged on.
 Per row, summed over the run's paths (NAV and drawdown: mean per path): liquidations, bonus lost,
 keeper transactions, gas used, reverted simulations, hours outside the mandate, the longest
 time to safe (blocks), hours with net delta outside its band, the longest time to re-lever
-after implied vol came back (hours), max drawdown and final NAV. A markdown table, before → after.
+after implied vol came back (hours: to the leverage held before the move, and to the policy's
+own pre-move target; `—` where a run has no such figure, as one from before the target was
+recorded), max drawdown and final NAV. A markdown table, before → after.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 #: Combined over paths as the worst (largest), not summed.
-WORST = ("time_to_safe_blocks", "recovery_hours")
+WORST = ("time_to_safe_blocks", "recovery_hours", "recovery_hours_to_target")
 COLUMNS = (
     ("liquidations", "liq", "{:.0f}"),
     ("liquidation_loss_usd", "bonus lost $", "{:,.0f}"),
@@ -29,6 +31,7 @@ COLUMNS = (
     ("time_to_safe_blocks", "to safe", "{:.0f}"),
     ("hours_delta_outside_band", "h Δ out", "{:.0f}"),
     ("recovery_hours", "re-lever h", "{:.0f}"),
+    ("recovery_hours_to_target", "to target h", "{:.0f}"),
     ("max_drawdown", "max DD %", "{:.1f}"),
     ("final_nav_usd", "final NAV $k", "{:,.1f}"),
 )

@@ -25,7 +25,17 @@ worst, `sharpe` the mean. Definitions:
   of its level at the end of the lead-in; the metric is the hours from then to the first step
   whose leverage is inside the band (0 if it already is; ``inf`` if it never gets there; None
   when IV never comes back within the path — run a longer ``--tail-hours``). Combined as the
-  worst.
+  worst;
+- ``recovery_hours_to_target``: the same, with the policy's *own* target in place of the
+  leverage held: the target leverage its decision aimed at in the last step of the lead-in
+  (`VaultRun.targets` at the step before the move), capped by CPPI at each step as above, with
+  the rebalance band of that capped target, and the same IV-back rule. None also when the
+  policy had no target then (``hold``, ``threshold``, or a keeper tick that failed). Where the
+  lead-in ends with leverage the policy was not aiming at (a seed above its own cap), this is
+  the one that says whether it got back to where it wanted to be; ``recovery_hours`` stays the
+  stricter reading. Combined as the worst;
+- ``pre_shock_leverage`` and ``pre_shock_target`` (per vault and path only, never combined):
+  the two references above, before the CPPI cap (None without a move or a target).
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ METRIC_KEYS = (
     "breaches",
     "hours_delta_outside_band",
     "recovery_hours",
+    "recovery_hours_to_target",
 )
 #: How `combine` merges each metric across vaults and paths.
 _SUMMED = {
@@ -80,7 +91,7 @@ _SUMMED = {
     "hours_delta_outside_band",
 }
 #: Combined as the worst (largest); None when no part has a value.
-_WORST_OR_NONE = {"time_to_safe_blocks", "recovery_hours"}
+_WORST_OR_NONE = {"time_to_safe_blocks", "recovery_hours", "recovery_hours_to_target"}
 
 
 def max_drawdown(nav: Sequence[float]) -> float:
@@ -140,16 +151,39 @@ def cppi_cap(o: Observation, bands: Bands) -> float:
 def recovery_hours(end: Sequence[Observation], market: Sequence[MarketStep],
                    shock_step: int | None, step_s: int,
                    bands: Bands | None = None) -> float | None:
-    """Hours from implied vol being back to leverage being back (module docstring); without
-    `bands`, no CPPI cap."""
+    """Hours from implied vol being back to leverage being back to its value at the end of the
+    lead-in (module docstring); without `bands`, no CPPI cap."""
     if shock_step is None:
+        return None
+    lead_in = {o.step: o for o in end}.get(shock_step - 1)
+    return _recovery(end, market, shock_step, step_s, bands,
+                     None if lead_in is None else lead_in.leverage)
+
+
+def recovery_hours_to_target(end: Sequence[Observation], market: Sequence[MarketStep],
+                             shock_step: int | None, step_s: int, targets: Mapping[int, float],
+                             bands: Bands | None = None) -> float | None:
+    """Hours from implied vol being back to leverage being back to the policy's own target at
+    the end of the lead-in (`targets`: step → target; module docstring); without `bands`, no
+    CPPI cap."""
+    if shock_step is None:
+        return None
+    return _recovery(end, market, shock_step, step_s, bands, targets.get(shock_step - 1))
+
+
+def _recovery(end: Sequence[Observation], market: Sequence[MarketStep], shock_step: int,
+              step_s: int, bands: Bands | None, reference: float | None) -> float | None:
+    """Hours from the first step from `shock_step` on with every IV back within
+    `IV_BACK_TOLERANCE` of its level at the end of the lead-in, to the first step whose
+    leverage is within the rebalance band of `reference` (capped by CPPI when `bands`)."""
+    if reference is None:
         return None
     iv_at = {m.step: m.iv for m in market}
     obs_at = {o.step: o for o in end}
     before = shock_step - 1
     if before not in iv_at or before not in obs_at:
         return None
-    iv0, lead_in = iv_at[before], obs_at[before].leverage
+    iv0 = iv_at[before]
     back = next(
         (m.step for m in sorted(market, key=lambda m: m.step)
          if m.step >= shock_step
@@ -160,7 +194,7 @@ def recovery_hours(end: Sequence[Observation], market: Sequence[MarketStep],
         return None
 
     def inside(o: Observation) -> bool:
-        target = lead_in if bands is None else min(lead_in, cppi_cap(o, bands))
+        target = reference if bands is None else min(reference, cppi_cap(o, bands))
         return abs(o.leverage - target) <= rebalance_band(target)
 
     done = next((k for k in sorted(obs_at) if k >= back and inside(obs_at[k])), None)
@@ -185,6 +219,7 @@ def vault_metrics(run: VaultRun, step_s: int, market: Sequence[MarketStep] = (),
     delta_out = sum(delta_off)
     spans = breach_spans([o.block for o in obs], [o.health for o in obs], bands.min_health)
     on_chain = [a for a in run.actions if a.status in ON_CHAIN]
+    before = None if shock_step is None else {o.step: o for o in end}.get(shock_step - 1)
     return {
         "liquidations": len(run.liquidations),
         "liquidation_loss_usd": sum(x.loss_usd for x in run.liquidations),
@@ -203,6 +238,11 @@ def vault_metrics(run: VaultRun, step_s: int, market: Sequence[MarketStep] = (),
         "breaches": len(spans),
         "hours_delta_outside_band": delta_out * hours,
         "recovery_hours": recovery_hours(end, market, shock_step, step_s, bands),
+        "recovery_hours_to_target": recovery_hours_to_target(
+            end, market, shock_step, step_s, run.targets, bands
+        ),
+        "pre_shock_leverage": before.leverage if before is not None else None,
+        "pre_shock_target": run.targets.get(shock_step - 1) if shock_step is not None else None,
     }
 
 
@@ -273,6 +313,8 @@ __all__ = [
     "json_safe",
     "max_drawdown",
     "path_metrics",
+    "recovery_hours",
+    "recovery_hours_to_target",
     "sharpe",
     "vault_metrics",
 ]

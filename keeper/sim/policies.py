@@ -4,6 +4,8 @@
 - `threshold`: `keeper.sim.threshold`'s fixed bands, built into calls by the keeper's builder and
   sent by its transaction layer (simulate, fees by urgency under the caps, journal, confirm).
 - `keeper`: `KeeperService.tick()` — the code `keeper run` runs, composed by the same root.
+  The target leverage its decision used is watched (`keeper.policy.observing_decisions`),
+  never recomputed: `targets` after each move.
 
 Every outcome becomes an `ActionRecord`: gas from the receipt at its effective gas price (the
 path's base fee plus the tip), the execution cost from the vault's own `KeeperAction` event.
@@ -12,7 +14,8 @@ path's base fee plus the tip), the execution cost from the vault's own `KeeperAc
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from eth_typing import ChecksumAddress
@@ -22,6 +25,8 @@ from web3.logs import DISCARD
 from keeper.chain.abi import load_artifact
 from keeper.chain.convert import to_mandate, to_vault_state
 from keeper.errors import ConfigError
+from keeper.policy import Gates, observing_decisions
+from keeper.risk.assess import Assessment
 from keeper.service import KeeperService
 from keeper.sim.records import ActionRecord
 from keeper.sim.threshold import DEFAULT_BANDS, ThresholdBands, threshold_actions
@@ -39,6 +44,9 @@ class Policy(Protocol):
 
     def act(self, step: int, eth_usd: float) -> dict[ChecksumAddress, list[ActionRecord]]:
         """Move once; what was sent, per vault."""
+
+    def targets(self) -> Mapping[ChecksumAddress, float]:
+        """The target leverage per vault the last `act` aimed at (empty: it has none)."""
 
 
 class OutcomeRecorder:
@@ -62,7 +70,14 @@ class OutcomeRecorder:
                             gas, price, gas * price / 1e18 * eth_usd, slippage, outcome.error)
 
 
-class HoldPolicy:
+class NoTargets:
+    """A policy that aims at no leverage (its bands are in health, or it does nothing)."""
+
+    def targets(self) -> Mapping[ChecksumAddress, float]:
+        return {}
+
+
+class HoldPolicy(NoTargets):
     name = "hold"
 
     def act(self, step: int, eth_usd: float) -> dict[ChecksumAddress, list[ActionRecord]]:
@@ -76,9 +91,22 @@ class KeeperPolicy:
 
     def __init__(self, service: KeeperService, recorder: OutcomeRecorder) -> None:
         self.service, self.recorder = service, recorder
+        self._targets: dict[ChecksumAddress, float] = {}
+
+    def targets(self) -> Mapping[ChecksumAddress, float]:
+        return self._targets
+
+    def _seen(self, a: Assessment, g: Gates) -> None:
+        # The tick's first decision per vault is the step's: a later one (a wave deciding
+        # again on the read after an action mined) is left out.
+        for address, target in zip(a.book.addresses, a.target_leverage.tolist(), strict=True):
+            if math.isfinite(target):
+                self._targets.setdefault(Web3.to_checksum_address(address), float(target))
 
     def act(self, step: int, eth_usd: float) -> dict[ChecksumAddress, list[ActionRecord]]:
-        report = self.service.tick()
+        self._targets = {}
+        with observing_decisions(self._seen):
+            report = self.service.tick()
         if report.error is not None:
             logger.warning("step %d: keeper tick failed: %s", step, report.error)
         out: dict[ChecksumAddress, list[ActionRecord]] = {}
@@ -88,7 +116,7 @@ class KeeperPolicy:
         return out
 
 
-class ThresholdPolicy:
+class ThresholdPolicy(NoTargets):
     """Fixed bands through the keeper's builder and sender (one action per vault per step)."""
 
     name = "threshold"
@@ -144,5 +172,5 @@ def check_policies(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-__all__ = ["POLICY_NAMES", "HoldPolicy", "KeeperPolicy", "OutcomeRecorder", "Policy",
-           "ThresholdPolicy", "check_policies", "make_policy"]
+__all__ = ["POLICY_NAMES", "HoldPolicy", "KeeperPolicy", "NoTargets", "OutcomeRecorder",
+           "Policy", "ThresholdPolicy", "check_policies", "make_policy"]

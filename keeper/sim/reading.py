@@ -125,6 +125,15 @@ RECOVERY = Metric(
     "sooner",
     "worst",
 )
+RECOVERY_TO_TARGET = Metric(
+    "recovery_hours_to_target",
+    "h to own target",
+    "time back to its own pre-move target after implied vol came back",
+    fmt_hours,
+    False,
+    "sooner",
+    "worst",
+)
 FINAL_NAV = Metric("final_nav_usd", "final NAV", "final NAV", fmt_usd, True, "more", "sum")
 DRAWDOWN = Metric(
     "max_drawdown", "max drawdown", "max drawdown", fmt_pct, False, "smaller", "worst", fmt_pp
@@ -139,10 +148,10 @@ REVERTED = Metric(
 )
 
 RISK = (LIQUIDATIONS, LIQ_LOSS, MIN_HEALTH, HOURS_BELOW, BREACHES, TIME_TO_SAFE, HOURS_OUTSIDE,
-        DELTA_OUTSIDE, RECOVERY)
+        DELTA_OUTSIDE, RECOVERY, RECOVERY_TO_TARGET)
 RETURN_COST = (FINAL_NAV, DRAWDOWN, SHARPE, TXS, GAS_USED, GAS_USD, SLIPPAGE, REVERTED)
 SUMMARY = tuple(m for m in (*RISK, *RETURN_COST)
-                if m.across != "none" and m not in (TIME_TO_SAFE, RECOVERY))
+                if m.across != "none" and m not in (TIME_TO_SAFE, RECOVERY, RECOVERY_TO_TARGET))
 #: The "who did best" lines, with their labels.
 BEST = (
     (LIQUIDATIONS, "Fewest liquidations"),

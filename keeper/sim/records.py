@@ -101,6 +101,11 @@ class VaultRun:
     observations: list[Observation] = field(default_factory=list)
     actions: list[ActionRecord] = field(default_factory=list)
     liquidations: list[LiquidationRecord] = field(default_factory=list)
+    #: Step → the target leverage the policy's decision aimed at in that step's move (the
+    #: keeper: its first decision of the tick, from the reading after the oracle update). A
+    #: step that is missing had none: a policy without a leverage target (hold, threshold),
+    #: or a tick that failed before it decided.
+    targets: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -340,6 +340,9 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
                 with watch.part("policy"), _mining_on_sleep(world, clock):
                     for v, recs in policy.act(k, spot["ETH"]).items():
                         runs[v].actions.extend(recs)
+                for v, target in policy.targets().items():
+                    if v in runs:
+                        runs[v].targets[k] = target
         with watch.part("chain"):
             snaps, seen = world.read_if_changed(snaps, seen)
         for v in vaults:
