@@ -171,8 +171,10 @@ class Settings(BaseSettings):
     max_fee_gwei_low: float = Field(default=30.0, gt=0, description="Fee cap for LOW, gwei.")
     max_fee_gwei_normal: float = Field(default=60.0, gt=0, description="Fee cap for NORMAL, gwei.")
     max_fee_gwei_high: float = Field(default=150.0, gt=0, description="Fee cap for HIGH, gwei.")
+    #: The replays' base fees peak at 530-710 gwei (May 2021, Aug 2024); under a 500 cap their
+    #: breaches stayed open 12-15 blocks. `deleverage_urgency` pays it only for a large stake.
     max_fee_gwei_critical: float = Field(
-        default=500.0, gt=0, description="Fee cap for CRITICAL (deleverage), gwei."
+        default=1000.0, gt=0, description="Fee cap for CRITICAL (deleverage), gwei."
     )
     acceptable_base_fee_gwei: float = Field(
         default=25.0,

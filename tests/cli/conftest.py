@@ -36,7 +36,7 @@ KEEPER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a
 STRANGER_KEY = "0x" + "51" * 32  # 100 ETH, no keeper role anywhere
 HALF_KEEPER_KEY = "0x" + "52" * 32  # 100 ETH, the keeper role on the first vault only
 UNFUNDED_KEEPER_KEY = "0x" + "53" * 32  # the keeper role on every vault, 0 ETH
-#: What the fixture gives the funded ones: far above the default minimum (0.28125 ETH).
+#: What the fixture gives the funded ones: far above the default minimum (0.5625 ETH).
 TEST_SIGNER_BALANCE_WEI = 100 * 10**18
 #: Chain id of the second anvil, for a fallback RPC on the wrong chain (the first is 31337).
 OTHER_CHAIN_ID = 5

@@ -83,8 +83,8 @@ SECRETS = (
     WRONG_PASSWORD,
     *RPC_SECRETS,
 )
-#: The default minimum gas balance: 450,000 gas x 1.25 margin x 500 gwei CRITICAL cap.
-DEFAULT_MIN_GAS = "0.28125 ETH"
+#: The default minimum gas balance: 450,000 gas x 1.25 margin x 1,000 gwei CRITICAL cap.
+DEFAULT_MIN_GAS = "0.5625 ETH"
 
 
 def flip_one_letter_case(address: str) -> str:

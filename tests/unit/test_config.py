@@ -93,7 +93,7 @@ def test_defaults() -> None:
     assert s.effective_tick_deadline == pytest.approx(9.6)
     assert s.max_staleness == 3600
     assert (s.max_fee_gwei_low, s.max_fee_gwei_normal) == (30.0, 60.0)
-    assert (s.max_fee_gwei_high, s.max_fee_gwei_critical) == (150.0, 500.0)
+    assert (s.max_fee_gwei_high, s.max_fee_gwei_critical) == (150.0, 1000.0)
     assert s.acceptable_base_fee_gwei == 25.0
     assert (s.priority_fee_min_gwei, s.priority_fee_max_gwei) == (0.01, 5.0)
     assert s.gas_limit_margin == 1.25
@@ -112,7 +112,7 @@ def test_default_gas_policy_in_integer_wei() -> None:
         "LOW": 30_000_000_000,
         "NORMAL": 60_000_000_000,
         "HIGH": 150_000_000_000,
-        "CRITICAL": 500_000_000_000,
+        "CRITICAL": 1_000_000_000_000,
     }
     assert gas.acceptable_base_fee == 25_000_000_000
     assert gas.priority_fee_min == 10_000_000
@@ -130,7 +130,7 @@ def test_fee_caps_cover_every_urgency_by_name() -> None:
     caps = s.fee_caps_wei()
     assert set(caps) == {u.name for u in Urgency}
     assert s.gas.cap_for(Urgency.HIGH) == 151_500_000_000
-    assert s.gas.cap_for(Urgency.CRITICAL) == 500_000_000_000
+    assert s.gas.cap_for(Urgency.CRITICAL) == 1_000_000_000_000
     with pytest.raises(TypeError):
         caps["LOW"] = 1  # type: ignore[index]
 
@@ -704,12 +704,12 @@ def test_a_repeated_endpoint_is_no_fallback(fallbacks: str, expected: str) -> No
 
 
 def test_min_gas_balance_defaults_to_one_deleverage_at_the_critical_cap() -> None:
-    # 450,000 gas x 1.25 = 562,500 gas limit, x 500 gwei = 0.28125 ETH
+    # 450,000 gas x 1.25 = 562,500 gas limit, x 1,000 gwei = 0.5625 ETH
     s = load()
     assert s.min_gas_balance_eth is None
-    assert s.min_gas_balance_wei == 562_500 * 500 * 10**9 == 281_250_000_000_000_000
+    assert s.min_gas_balance_wei == 562_500 * 1000 * 10**9 == 562_500_000_000_000_000
     shown = dict(s.describe())["KEEPER_MIN_GAS_BALANCE_ETH"]
-    assert shown == "0.28125 ETH (one deleverage at the CRITICAL cap)"
+    assert shown == "0.5625 ETH (one deleverage at the CRITICAL cap)"
     # it follows the margin (rounded down, as the sender's gas limit) and the CRITICAL cap
     s = load(gas_limit_margin="1.333333", max_fee_gwei_critical="200")
     assert s.min_gas_balance_wei == 599_999 * 200 * 10**9
