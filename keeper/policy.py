@@ -21,6 +21,8 @@ Rules, in order, per vault:
    the hedge at the mandate's own target leverage needs (a hedge's profit) repays debt in one
    REPAY, once it is at least ``sweep_min_nav_fraction`` of NAV and the interest it saves over
    the horizon beats its gas (HIGH: worth today's gas, it does not wait); last in its tick.
+   Never past the point where perp health would fall to the lending health (1 % above it), and
+   not at all while perp health binds: the vault takes a repay only if binding health rises.
 4. **Rebalance** — leverage (spot collateral / NAV) outside ``target ± max(abs, rel × target)``,
    target = the most conservative of vol targeting, CPPI, fractional Kelly, ``max_leverage``,
    the stress cut (stressed lending health >= floor), the health cap (health >=

@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 #: Bisection steps for the margin-limited hedge scale: 2^-30 of the full size is plenty.
 HEDGE_SCALE_BISECTIONS: int = 30
+#: A sweep leaves perp health at least this fraction above the lending health before it (the
+#: vault refuses a repayDebt that does not raise binding health; funding moves it meanwhile).
+SWEEP_HEALTH_MARGIN: float = 0.01
 #: One basis point as a fraction (fees and slippage arrive in bps).
 BPS: float = 1e-4
 
@@ -415,6 +418,16 @@ def assess_book(
     _, target_free = margin_requirements(size_free, price, mm_frac, thr, params)
     keep = np.maximum(margin_target, target_free)
     sweep = np.minimum(np.clip(np.minimum(equity - keep, book.margin), 0.0, None), debt)
+    # The vault takes a repayDebt only if it raises binding health: the margin withdrawn may
+    # lower perp health only to SWEEP_HEALTH_MARGIN above the lending health the repay raises,
+    # and with perp health the binding one, not at all. In `regime` a sweep took the
+    # delta-neutral vault's binding perp health from 5.79 to 4.54 and reverted in simulation
+    # (VaultDeleverageNoImprovement).
+    with np.errstate(invalid="ignore"):
+        perp_room = np.where(
+            maint > 0, equity - lending * maint * (1.0 + SWEEP_HEALTH_MARGIN), np.inf
+        )
+    sweep = np.minimum(sweep, np.maximum(perp_room, 0.0))
     sweep_benefit = sweep * max(market.risk_free_rate, 0.0) * hz
     sweep_cost = np.full(nav.shape, costs.gas_price_usd_per_gas * costs.gas_units_hedge)
 

@@ -465,6 +465,38 @@ def test_no_sweep_when_small_free_or_not_owed() -> None:
     assert ActionKind.REPAY not in kinds(decide(no_debt, m, mk, costs()))
 
 
+def test_no_sweep_while_perp_health_binds() -> None:
+    # 500 ETH (1.0M) against 100k debt: lending health 1.0M × 0.8 / 100k = 8.0. Short 500 ETH
+    # (maintenance 50k) on 380k margin: perp health 7.6, the binding one. Target vol 0.25 →
+    # the hedge at 0.5× needs 0.5 × 1.28M × 0.227625 = 145,680, under today's margin target
+    # 1.0M × 0.227625 = 227,625: 152,375 is above the keep and 100k of it (the debt) would
+    # repay it, 7.8 % of NAV. But the withdrawal takes perp health to 280k / 50k = 5.6: binding
+    # health falls, and the vault refuses a repayDebt that does not raise it.
+    v = vault(assets=(eth(500.0),), debt_usdc=100_000.0, perp_margin_usd=380_000.0,
+              nav_usd=1_280_000.0, perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
+    acts = decide(v, mandate(target_vol=0.25, hedge_target=0.0),
+                  market(risk_free_rate=0.05), costs())
+    assert ActionKind.REPAY not in kinds(acts)
+
+
+def test_a_sweep_stops_where_perp_health_would_bind() -> None:
+    # 750 ETH against 250k debt: lending health 1.2M / 250k = 4.8. Short 750 ETH (maintenance
+    # 75k) on 600k margin: perp health 8.0. NAV 1.85M; target vol 0.25 → keep = today's margin
+    # target 1.5M × 0.227625 = 341,437.5, so 258,562.5 is above it and the whole 250k debt
+    # could be repaid — leaving perp health 350k / 75k = 4.67, under the 4.8 it started from.
+    # The sweep stops with perp health 1 % above the lending health: 600k − 4.8 × 1.01 × 75k
+    # = 236,400 (12.8 % of NAV); after it, perp health 4.848 and lending 1.2M / 13,600 = 88.2.
+    v = vault(debt_usdc=250_000.0, perp_margin_usd=600_000.0, nav_usd=1_850_000.0,
+              perps=(PerpPosition("ETH", -750.0, 2_000.0, 0.0, 0.05),))
+    acts = decide(v, mandate(target_vol=0.25, hedge_target=0.0),
+                  market(risk_free_rate=0.05), costs())
+    sweep = acts[-1]
+    assert sweep.kind is ActionKind.REPAY
+    assert sweep.repay_usd == pytest.approx(236_400.0, rel=1e-12)
+    assert sweep.margin_usd == pytest.approx(-236_400.0, rel=1e-12)
+    assert (600_000.0 - sweep.repay_usd) / 75_000.0 == pytest.approx(4.8 * 1.01, rel=1e-12)
+
+
 def test_a_hedge_outside_the_mandates_band_is_owed_whatever_the_gas() -> None:
     # Net delta 750 − 500 = 250 ETH = 500k, 50 % of NAV against 0 ± 2 %. At 1 USD per gas the
     # hedge's 300k gas costs $300k + 250 × 2000 × 5 bps = $300,250 against a tracking benefit
