@@ -18,9 +18,12 @@ Rules, in order, per vault:
 3. **Paused** — nothing but deleverage and sweep.
    **Sweep** — (not while deleveraging, nor while a held underlying moved more than
    ``relever_max_fall`` either way over ``trend_lookback_s``) posted perp margin above what
-   the hedge at the mandate's own target leverage needs (a hedge's profit) repays debt in one
-   REPAY, once it is at least ``sweep_min_nav_fraction`` of NAV and the interest it saves over
-   the horizon beats its gas (HIGH: worth today's gas, it does not wait); last in its tick.
+   the hedge at the leverage the vault can reach after the sweep needs (a hedge's profit; the
+   repay raises the lending caps, so sweep and leverage are solved together) repays debt in
+   one REPAY, once it is at least ``sweep_min_nav_fraction`` of NAV and the interest it saves
+   over the horizon beats its gas (HIGH: worth today's gas, it does not wait); last in its
+   tick — except before a re-lever, when it goes first whatever its size (if the re-lever's
+   benefit pays for both) and the re-lever is decided again on the read after it lands.
    Never past the point where perp health would fall to the lending health (1 % above it), and
    not at all while perp health binds: the vault takes a repay only if binding health rises.
 4. **Rebalance** — leverage (spot collateral / NAV) outside ``target ± max(abs, rel × target)``,
@@ -264,12 +267,23 @@ def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
     # A sweep only moves the vault's own cash between its venues; allowed when paused. Not while
     # the tape moves: a short's crash profit is its margin for the rebound (swept during the
     # flash crash, the +43 % rebound liquidated both vaults' shorts with the liquidator first).
-    sweep = (
-        ~a.stale
-        & ~deleverage
-        & ~a.market_moving
-        & (a.sweep_usd >= np.maximum(MIN_CASH_USD, params.sweep_min_nav_fraction * a.book.nav))
-        & (a.sweep_benefit > a.sweep_cost)
+    sweepable = ~a.stale & ~deleverage & ~a.market_moving
+    # Before a re-lever the sweep goes first, whatever its size, and is worth the leverage its
+    # repay lets the re-lever take rather than its interest: it is sent when the re-lever's own
+    # benefit (measured against today's lower target) pays for both transactions. At the first
+    # calm hour after `flash` the Balanced vault's $49k sweep was under 5 % of NAV and its
+    # interest under the gas, so it re-levered to 1.18× and the sweep never came.
+    relever = rebalance & adds_leverage
+    sweep = sweepable & (
+        (
+            (a.sweep_usd >= np.maximum(MIN_CASH_USD, params.sweep_min_nav_fraction * a.book.nav))
+            & (a.sweep_benefit > a.sweep_cost)
+        )
+        | (
+            relever
+            & (a.sweep_usd >= MIN_CASH_USD)
+            & (a.rebalance_benefit > a.rebalance_cost + a.sweep_cost)
+        )
     )
     # Off the mandate, long, and no margin cash for the hedge (its perps were liquidated, say):
     # sell the excess spot instead (the proceeds repay debt). Left alone, the delta-neutral vault
@@ -744,8 +758,13 @@ def _all_actions(
             actions.append(_delta_cut(a, r, i, costs))
         if r["sweep"][i]:
             # Last: a sweep waiting for its fee never holds up a cut or a hedge, and after one of
-            # those lands the sweep is decided again on the fresh read.
-            actions.append(_sweep(a, r, i))
+            # those lands the sweep is decided again on the fresh read. Before a re-lever: the
+            # debt it repays raises the lending caps, and the re-lever, decided again on the
+            # read after the sweep lands, trades to the target they allow (after it, the sweep
+            # would leave the new leverage inside the higher target's band: `flash` left the
+            # Balanced vault at 1.18× against 1.39× before the move).
+            relever = r["rebalance"][i] and r["target_leverage"][i] > r["leverage"][i]
+            actions.insert(0 if relever else len(actions), _sweep(a, r, i))
         if actions and info:
             for act in actions:
                 logger.info(

@@ -435,34 +435,88 @@ def swept_vault(margin: float) -> VaultState:
                  perps=(PerpPosition("ETH", -750.0, 2_000.0, 0.0, 0.05),))
 
 
+#: The design gap's stressed-health cap per unit of lending equity over NAV (35 % gap, LT 0.80,
+#: floor 1.05): L <= 1.05 · K / (NAV · (1.05 − 0.52)).
+STRESS_SLOPE = 1.05 / (1.05 - 0.8 * 0.65)
+#: A short's margin target per USD of notional: 15 % design rise + (min health 1.25 + buffer
+#: 0.10) × 1.15 × 5 % maintenance.
+SHORT_KEEP = 0.15 + 1.35 * 1.15 * 0.05
+
+
+def _fixed_point_sweep(margin: float, lending_equity: float) -> float:
+    """The sweep s that leaves exactly the margin the hedge at the leverage it allows needs
+    (hedge target 0, the stress cap binding): s = margin − SHORT_KEEP · L · NAV with
+    L · NAV = STRESS_SLOPE · (K + s), solved for s."""
+    k = SHORT_KEEP * STRESS_SLOPE
+    return (margin - k * lending_equity) / (1.0 + k)
+
+
 def test_perp_profit_beyond_the_hedges_need_repays_debt_last() -> None:
-    # Margin 800k, NAV 1.8M. The hedge at the mandate's own target leverage (vol target
-    # 0.75 / 0.50 = 1.5; CPPI 4 × 0.5 = 2.0; no Kelly view; max 3.0) is short 1.5 × 1.8M = 2.7M:
-    # its margin target is 2.7M × 0.15 (design rise) + 1.35 (min health + buffer) × 2.7M ×
-    # 1.15 × 0.05 = 405,000 + 209,587.5 = 614,587.5 (above today's short's 341,437.5). The
-    # surplus 185,412.5 is over 5 % of NAV (90k) and saves 185,412.5 × 5 % × 7/365 = $177.79 of
-    # interest against 0.30 of gas: one REPAY of it, HIGH (worth today's gas, it does not wait
-    # for a cheaper block), after anything else decided.
+    # Margin 800k, NAV 1.8M, lending equity K = 1.5M − 0.5M = 1.0M. The mandate's own leverage
+    # (vol target 0.75 / 0.50 = 1.5; CPPI 2.0; max 3.0) is capped by the design gap at
+    # STRESS_SLOPE × K / NAV = 1.98113 × 1.0M / 1.8M = 1.1006 — and every dollar swept into debt
+    # raises K. The hedge (target 0) at that leverage is short L × NAV and keeps SHORT_KEEP
+    # (0.227625) of it: s = 800k − 0.227625 × 1.98113 × (1.0M + s), so s = (800k − 450,955) /
+    # 1.450955 = 240,563 (kept: 559,437, above today's short's 341,437.5). Over 5 % of NAV
+    # (90k), saving 240,563 × 5 % × 7/365 = $230.7 of interest against 0.30 of gas: one REPAY,
+    # HIGH (worth today's gas, it does not wait for a cheaper block), after anything else.
     m = mandate(hedge_target=0.0)
     acts = decide(swept_vault(800_000.0), m, market(risk_free_rate=0.05), costs())
     sweep = acts[-1]
     assert sweep.kind is ActionKind.REPAY and sweep.urgency is Urgency.HIGH
     assert [a.kind for a in acts].count(ActionKind.REPAY) == 1
-    assert sweep.repay_usd == pytest.approx(185_412.5, rel=1e-12)
-    assert sweep.margin_usd == pytest.approx(-185_412.5, rel=1e-12)
-    assert sweep.expected_benefit_usd == pytest.approx(185_412.5 * 0.05 * 7 / 365, rel=1e-12)
+    s = _fixed_point_sweep(800_000.0, 1_000_000.0)
+    assert s == pytest.approx(240_563, abs=1.0)
+    assert sweep.repay_usd == pytest.approx(s, rel=1e-9)
+    assert sweep.margin_usd == pytest.approx(-s, rel=1e-9)
+    assert sweep.expected_benefit_usd == pytest.approx(s * 0.05 * 7 / 365, rel=1e-9)
     assert sweep.expected_cost_usd == pytest.approx(0.3, rel=1e-12)
+    # Never past the fixed point: on the book it leaves, nothing more is swept.
+    after = replace(swept_vault(800_000.0 - sweep.repay_usd), debt_usdc=500_000.0 - s,
+                    nav_usd=1_800_000.0)
+    assert ActionKind.REPAY not in kinds(decide(after, m, market(risk_free_rate=0.05), costs()))
 
 
 def test_no_sweep_when_small_free_or_not_owed() -> None:
     m, mk = mandate(hedge_target=0.0), market(risk_free_rate=0.05)
-    # Margin 620k, NAV 1.62M: the hedge at 1.5× needs 2.43M × 0.15 + 1.35 × 2.43M × 0.0575 =
-    # 553,128.75, so 66,871 is surplus — under 5 % of NAV (81k): left where it is.
-    assert ActionKind.REPAY not in kinds(decide(swept_vault(620_000.0), m, mk, costs()))
+    # Margin 560k, NAV 1.56M: the fixed point keeps 0.450955 × (1.0M + s), so s = (560k −
+    # 450,955) / 1.450955 = 75,154 is surplus — under 5 % of NAV (78k): left where it is.
+    assert _fixed_point_sweep(560_000.0, 1_000_000.0) < 0.05 * 1_560_000.0
+    assert ActionKind.REPAY not in kinds(decide(swept_vault(560_000.0), m, mk, costs()))
     # No interest to save (rate 0), or no debt: no sweep.
     assert ActionKind.REPAY not in kinds(decide(swept_vault(800_000.0), m, market(), costs()))
     no_debt = replace(swept_vault(800_000.0), debt_usdc=0.0, nav_usd=2_300_000.0)
     assert ActionKind.REPAY not in kinds(decide(no_debt, m, mk, costs()))
+
+
+def test_a_sweep_goes_before_a_relever_whatever_its_size() -> None:
+    # 400 ETH (800k) against 100k debt (K = 700k), short 400 ETH on 380k of margin: NAV 1.08M,
+    # leverage 0.741. Vol target 1.0 / 0.5 → 2.0, so the design gap's cap binds: STRESS_SLOPE ×
+    # 700k / 1.08M = 1.2841, out of its band (0.128). The re-lever's benefit (err 0.543 × NAV
+    # = 586k: 4 × 7/365 / (2 × 1.08M) × 0.25 × 586k² ≈ $3,050) beats its cost (586k × 40 bps
+    # + gas ≈ $2,346) and the sweep's gas. The sweep, s = (380k − 0.450955 × 700k) / 1.450955 =
+    # 44,337, is under 5 % of NAV (54k) and saves $42.5 of interest — alone it would wait — but
+    # before a re-lever it goes first: the re-lever, decided again once it has landed, trades
+    # to the higher cap the repay allows (1.98113 × 744,337 / 1.08M = 1.3654, not 1.2841).
+    v = vault(assets=(eth(400.0),), debt_usdc=100_000.0, perp_margin_usd=380_000.0,
+              nav_usd=1_080_000.0, perps=(PerpPosition("ETH", -400.0, 2_000.0, 0.0, 0.05),))
+    m, mk = mandate(target_vol=1.0, hedge_target=0.0), market(risk_free_rate=0.05)
+    acts = decide(v, m, mk, costs())
+    assert kinds(acts) == [ActionKind.REPAY, ActionKind.REBALANCE]
+    s = _fixed_point_sweep(380_000.0, 700_000.0)
+    assert s == pytest.approx(44_337, abs=1.0) and s < 0.05 * 1_080_000.0
+    assert acts[0].repay_usd == pytest.approx(s, rel=1e-9)
+    assert acts[1].inputs["target_leverage"] == pytest.approx(STRESS_SLOPE * 0.7 / 1.08, rel=1e-9)
+    swept = replace(v, debt_usdc=100_000.0 - s, perp_margin_usd=380_000.0 - s)
+    again = decide(swept, m, mk, costs())
+    assert kinds(again) == [ActionKind.REBALANCE]
+    assert again[0].inputs["target_leverage"] == pytest.approx(
+        STRESS_SLOPE * (700_000.0 + s) / 1_080_000.0, rel=1e-9
+    )
+    # Without the re-lever (the same book at the target's leverage) the small sweep waits.
+    at_target = replace(v, assets=(eth(STRESS_SLOPE * 700_000.0 / 2_000.0),),
+                        debt_usdc=100_000.0 + (STRESS_SLOPE * 700_000.0 - 800_000.0))
+    assert ActionKind.REPAY not in kinds(decide(at_target, m, mk, costs()))
 
 
 def test_no_sweep_while_perp_health_binds() -> None:
@@ -510,13 +564,13 @@ def test_a_hedge_outside_the_mandates_band_is_owed_whatever_the_gas() -> None:
 
 
 def test_no_sweep_while_the_tape_moves() -> None:
-    # The 185,412.5 sweep above goes on a flat tape; not after a 10 % fall (or rise) in 24 h:
+    # The 240,562 sweep above goes on a flat tape; not after a 10 % fall (or rise) in 24 h:
     # a short's crash profit is its margin for the rebound.
     m, rate = mandate(hedge_target=0.0), 0.05
     flat = decide(swept_vault(800_000.0), m,
                   market(risk_free_rate=rate, histories=(_eth_history(0.0),)), costs())
     assert flat[-1].kind is ActionKind.REPAY
-    assert flat[-1].repay_usd == pytest.approx(185_412.5, rel=1e-12)
+    assert flat[-1].repay_usd == pytest.approx(_fixed_point_sweep(800_000.0, 1e6), rel=1e-9)
     for move in (0.10, -0.10):
         moved = decide(swept_vault(800_000.0), m,
                        market(risk_free_rate=rate, histories=(_eth_history(move),)), costs())
