@@ -444,6 +444,8 @@ def assess_book(
     for _ in range(SWEEP_FIXED_POINT_STEPS):
         reach = most_conservative(lev_free, *lending_caps(lending_equity + sweep))
         last, sweep = sweep, sweep_at(reach)
+        if np.array_equal(sweep, last):  # a fixed point: every further step is the same
+            break
     # The iterates alternate around the fixed point: the smaller of the last two never sweeps
     # past it.
     sweep = np.minimum(sweep, last)
