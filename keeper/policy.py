@@ -212,8 +212,11 @@ class Gates:
     rebalance_legs: np.ndarray
     hedge: np.ndarray
     hedged: HedgeAssessment
-    #: Perp margin the hedge at the mandate's target leverage does not need repays debt.
+    #: Perp margin the hedge at the leverage the repay allows does not need repays debt.
     sweep: np.ndarray
+    #: The sweep goes before the decided rebalance, which adds leverage (the re-lever is decided
+    #: again on the read after the sweep lands).
+    sweep_first: np.ndarray
     #: Net delta off the mandate with no margin cash for a hedge: sell the excess spot instead
     #: ((V, U) units, negative: sells).
     delta_cut_due: np.ndarray
@@ -304,7 +307,7 @@ def gate(a: Assessment, costs: Costs, params: PolicyParams) -> Gates:
     )
     delta_cut = np.where(delta_cut_due[:, None], -excess, 0.0)
     return Gates(deleverage, can_trade, relever_blocked, rebalance, legs, hedge, h, sweep,
-                 delta_cut_due, delta_cut)
+                 sweep & relever, delta_cut_due, delta_cut)
 
 
 # --- building actions from one row of the assessment ------------------------------------
@@ -763,8 +766,7 @@ def _all_actions(
             # read after the sweep lands, trades to the target they allow (after it, the sweep
             # would leave the new leverage inside the higher target's band: `flash` left the
             # Balanced vault at 1.18× against 1.39× before the move).
-            relever = r["rebalance"][i] and r["target_leverage"][i] > r["leverage"][i]
-            actions.insert(0 if relever else len(actions), _sweep(a, r, i))
+            actions.insert(0 if r["sweep_first"][i] else len(actions), _sweep(a, r, i))
         if actions and info:
             for act in actions:
                 logger.info(

@@ -6,8 +6,10 @@ broadcasts publicly.
 
 The non-urgent action is the carry vault's re-levering rebalance a day after an 8 % fall, its
 urgency set to NORMAL (the policy makes it HIGH because it also fixes the hedge; which urgency an
-action gets is the policy's business, where it goes is this module's). The urgent one is the
-balanced vault's deleverage after a crash.
+action gets is the policy's business, where it goes is this module's). It follows, in the same
+tick, the sweep of its short hedge's profit into debt (a REPAY, HIGH: public, one broadcast),
+and is decided again on the read after that lands. The urgent one is the balanced vault's
+deleverage after a crash.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from keeper.chain.retry import RetryPolicy
 from keeper.devnet.market import Market
 from keeper.devnet.service import build_local_service
 from keeper.risk.actions import ActionKind, Urgency
-from keeper.service import KeeperService
-from keeper.tx.core import GAP_FILL_KIND
+from keeper.service import KeeperService, TickReport
+from keeper.tx.core import GAP_FILL_KIND, Outcome
 from keeper.tx.private import DEFAULT_PRIVATE_DROP_BLOCKS
 from tests.keeper.conftest import Env, FakeClock, move
 from tests.keeper.faulty_rpc import FaultyRpc
@@ -178,6 +180,15 @@ def public_broadcasts(public: FaultyRpc) -> int:
     return public.received["eth_sendRawTransaction"]
 
 
+def relever(report: TickReport, carry: str) -> Outcome:
+    """The carry vault's outcomes in the re-lever tick: the sweep went first, publicly (HIGH),
+    and was mined; the re-lever after it is returned."""
+    outcomes = [o for o in report.outcomes if o.vault == carry]
+    assert [o.function for o in outcomes] == ["repayDebt", "rebalance"]
+    assert outcomes[0].status == "mined"
+    return outcomes[1]
+
+
 def assert_no_gap(env: Env, service: KeeperService, start_nonce: int) -> None:
     """Every intent ended; the chain's nonce count is the journal's included intents."""
     intents = service.journal.recent_intents(limit=500)
@@ -216,11 +227,13 @@ def test_a_non_urgent_action_goes_to_the_relay_not_the_public_node_and_lands(
     start_nonce = env.nonce("latest")
     releverage_due(market, env)
     report = service.tick()
-    assert report.actions[carry][0].urgency is Urgency.NORMAL
-    (done,) = [o for o in report.outcomes if o.vault == carry]
+    sweep, rebalance = report.actions[carry]
+    assert (sweep.kind, sweep.urgency) == (ActionKind.REPAY, Urgency.HIGH)
+    assert (rebalance.kind, rebalance.urgency) == (ActionKind.REBALANCE, Urgency.NORMAL)
+    done = relever(report, carry)
     assert done.status == "mined"
     assert relay.hashes == [done.tx_hash]  # the relay had it ...
-    assert public_broadcasts(public) == 0  # ... and the public node never was asked
+    assert public_broadcasts(public) == 1  # ... and the public node only the sweep
     intent = the_rebalance(service, carry)
     assert intent.status == "mined" and len(intent.transactions) == 1
     assert_no_gap(env, service, start_nonce)
@@ -245,12 +258,11 @@ def test_a_swallowed_action_goes_public_after_the_drop_window_and_lands_once(
     service = keeper_on(env, public, clock, tmp_path, PRIVATE_RPC_URL=relay.url)
     start_nonce = env.nonce("latest")
     releverage_due(market, env)
-    report = service.tick()
-    (sent,) = [o for o in report.outcomes if o.vault == carry]
+    sent = relever(service.tick(), carry)
     assert sent.status == "pending" and sent.details["private_from"] is not None
     sent_at = int(sent.details["private_from"])
-    assert relay.hashes == [sent.tx_hash] and public_broadcasts(public) == 0
-    assert env.nonce("pending") == start_nonce  # nobody public has it: the nonce is "open"
+    assert relay.hashes == [sent.tx_hash] and public_broadcasts(public) == 1  # the sweep
+    assert env.nonce("pending") == start_nonce + 1  # nobody public has it: the nonce is "open"
 
     # One block less than the window: still only the relay's; the vault gets nothing new.
     env.chain.mine(DEFAULT_PRIVATE_DROP_BLOCKS - 1 - (env.w3.eth.block_number - sent_at))
@@ -258,13 +270,13 @@ def test_a_swallowed_action_goes_public_after_the_drop_window_and_lands_once(
     waiting = service.tick()
     assert env.w3.eth.block_number == sent_at + DEFAULT_PRIVATE_DROP_BLOCKS - 1
     assert [o for o in waiting.outcomes if o.vault == carry] == []
-    assert public_broadcasts(public) == 0
+    assert public_broadcasts(public) == 1
 
     # The window is over: dropped, still wanted, the same signed bytes go public and land.
     env.chain.mine(1)
     clock.t += service.tick_deadline_s
     service.tick()  # the fallback's broadcast (anvil mines it at once) ...
-    assert public_broadcasts(public) == 1
+    assert public_broadcasts(public) == 2
     receipt = env.w3.eth.get_transaction_receipt(sent.tx_hash)  # type: ignore[arg-type]
     assert receipt["blockNumber"] - sent_at == DEFAULT_PRIVATE_DROP_BLOCKS + 1
     clock.t += service.tick_deadline_s
@@ -272,7 +284,7 @@ def test_a_swallowed_action_goes_public_after_the_drop_window_and_lands_once(
     (landed,) = [o for o in recorded.outcomes if o.vault == carry and o.function == "rebalance"]
     assert landed.status == "mined" and landed.tx_hash == sent.tx_hash
     assert int(landed.details["block"]) == receipt["blockNumber"]
-    assert public_broadcasts(public) == 1  # the same bytes, once
+    assert public_broadcasts(public) == 2  # the same bytes, once
     intent = the_rebalance(service, carry)
     assert [t.status for t in intent.transactions] == ["mined"]  # once: one transaction
     assert relay.raw == [env.w3.eth.get_raw_transaction(sent.tx_hash).to_0x_hex()]  # type: ignore[arg-type]
@@ -333,7 +345,7 @@ def test_an_urgent_action_behind_a_private_one_takes_its_nonce_at_once(
     service = keeper_on(env, public, clock, tmp_path, PRIVATE_RPC_URL=relay.url)
     start_nonce = env.nonce("latest")
     releverage_due(market, env)
-    (sent,) = [o for o in service.tick().outcomes if o.vault == carry]
+    sent = relever(service.tick(), carry)
     assert sent.status == "pending"
     nonce, head = int(sent.details["nonce"]), env.w3.eth.block_number
     move(market, env, 0.80, 0.80, hours=0.01)  # a fall: the balanced vault must deleverage
@@ -385,7 +397,7 @@ def test_a_dropped_action_no_longer_wanted_has_its_nonce_burned_by_the_no_op(
     )
     start_nonce = env.nonce("latest")
     releverage_due(market, env)
-    (sent,) = [o for o in service.tick().outcomes if o.vault == carry]
+    sent = relever(service.tick(), carry)
     assert sent.status == "pending"
     nonce = int(sent.details["nonce"])
     # Meanwhile the guardian pauses the vault: a re-levering rebalance now reverts.
@@ -411,7 +423,7 @@ def test_a_dropped_action_no_longer_wanted_has_its_nonce_burned_by_the_no_op(
     mined = env.w3.eth.get_transaction(no_op.transactions[0].tx_hash)  # type: ignore[arg-type]
     assert mined["to"] == mined["from"] == env.keeper and mined["value"] == 0
     assert mined["nonce"] == nonce
-    assert public_broadcasts(public) == 1  # the no-op; never the dropped action's bytes
+    assert public_broadcasts(public) == 2  # the sweep, the no-op; never the dropped bytes
 
     # Nothing is stuck above it: the crash's deleverage (pause never blocks it) lands next.
     move(market, env, 0.65, 0.70)
@@ -437,14 +449,14 @@ def test_after_a_restart_a_private_action_goes_back_to_the_relay_not_public(
     relay = relay_for("swallow")
     first = keeper_on(env, public, clock, tmp_path, PRIVATE_RPC_URL=relay.url)
     releverage_due(market, env)
-    (sent,) = [o for o in first.tick().outcomes if o.vault == carry]
+    sent = relever(first.tick(), carry)
     assert sent.status == "pending" and relay.hashes == [sent.tx_hash]
     first.journal.close()  # the process dies with it in flight
 
     relay.mode = "forward"  # the relay lands what it is given from now on
     second = keeper_on(env, public, clock, tmp_path, PRIVATE_RPC_URL=relay.url)  # reconciles
     assert relay.hashes == [sent.tx_hash, sent.tx_hash]  # rebroadcast to the relay ...
-    assert public_broadcasts(public) == 0  # ... never to the public node
+    assert public_broadcasts(public) == 1  # ... never to the public node (it had the sweep)
     rebalance = the_rebalance(second, carry)
     assert rebalance.status == "mined" and [t.tx_hash for t in rebalance.transactions] == [
         sent.tx_hash
