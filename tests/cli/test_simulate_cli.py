@@ -108,12 +108,20 @@ def test_ctrl_c_keeps_what_is_done_and_stops_every_chain(workdir: Path, workers:
     args = ["--scenario", "gap35", "--paths", "4", "--policies", "hold", "--order",
             "liquidator-first", "--chain", "anvil", "--time-scale", "0.2", "--tail-hours", "24",
             "--workers", str(workers), "--no-report", "--out", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keeper", "--env-file", str(workdir / "none.env"), "simulate",
-         *args],
-        cwd=workdir, env=keeper_env({}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,  # a terminal's Ctrl-C reaches the whole process group
-    )
+    # As from a terminal: the run starts with Ctrl-C's default action. A test run started in
+    # the background by a non-interactive shell (`.ci/run &`) has SIGINT ignored, which every
+    # child inherits across exec; a Python handler does not survive exec, so installing one
+    # here for the Popen hands the child SIG_DFL (the keeper leaves SIG_IGN alone on purpose).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keeper", "--env-file", str(workdir / "none.env"), "simulate",
+             *args],
+            cwd=workdir, env=keeper_env({}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the whole process group
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stderr is not None
     seen = b""
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
