@@ -82,6 +82,9 @@ def to_vault_state(snap: VaultSnapshot, symbols: Mapping[ChecksumAddress, str]) 
                 size=o.size / WAD,
                 mark_usd=o.mark / WAD,
                 implied_vol=underlying.implied_vol / WAD,
+                # A call's collateral is underlying tokens, a put's is USDC.
+                locked_underlying=o.collateral / 10**underlying.decimals if o.is_call else 0.0,
+                locked_usdc=0.0 if o.is_call else o.collateral / USDC_UNIT,
             )
         )
     return VaultState(

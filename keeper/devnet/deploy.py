@@ -121,7 +121,10 @@ VAULT_SPECS: tuple[VaultSpec, ...] = (
         deposit_usdc=1_000_000 * 10**USDC_DECIMALS,
         perp_margin_usdc=150_000 * 10**USDC_DECIMALS,
         buys_usdc={"ETH": 787_000 * 10**USDC_DECIMALS, "BTC": 763_000 * 10**USDC_DECIMALS},
-        perp_sizes={"ETH": -127 * WAD, "BTC": -10 * WAD},
+        # The 50 calls written lock 50 WETH of the buys in the option market: still the
+        # vault's, at spot in NAV, so they are hedged too. Shorting 127 (the collateral's share
+        # alone) left the vault at +44 % net delta against its +30 % ± 5 % mandate.
+        perp_sizes={"ETH": -177 * WAD, "BTC": -10 * WAD},
         options=((0, 100 * WAD), (1, -50 * WAD)),
     ),
     VaultSpec(

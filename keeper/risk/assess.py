@@ -273,7 +273,8 @@ def assess_book(
         )
         for j in range(n_u):
             on_j = book.opt_u == j
-            opt_delta[:, j] = np.sum(g.delta * book.opt_size * on_j, axis=1)
+            # A written call's locked tokens are still the vault's: delta one each.
+            opt_delta[:, j] = np.sum((g.delta * book.opt_size + book.opt_locked) * on_j, axis=1)
             gamma[:, j] = np.sum(g.gamma * book.opt_size * on_j, axis=1)
     net_delta = (book.coll + book.idle + book.perp_size + opt_delta) * has
 

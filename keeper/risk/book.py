@@ -43,7 +43,7 @@ _ASSET_FIELDS = (
     "implied_vol_updated_at",
 )
 _PERP_FIELDS = ("size", "unrealized_pnl_usd", "maintenance_fraction")
-_OPTION_FIELDS = ("expiry", "strike", "size", "implied_vol", "is_call")
+_OPTION_FIELDS = ("expiry", "strike", "size", "implied_vol", "is_call", "locked_underlying")
 _VAULT_FIELDS = ("perp_margin_usd", "debt_usdc", "idle_usdc", "nav_usd")
 
 
@@ -78,6 +78,8 @@ class Book:
     opt_expiry: FloatArray
     opt_size: FloatArray
     opt_iv: FloatArray
+    #: Underlying tokens a written call locks (delta one each, in NAV at spot); 0 elsewhere.
+    opt_locked: FloatArray
     #: Mandate field name → (V,) array.
     mandate: dict[str, FloatArray]
 
@@ -131,8 +133,8 @@ def pack(states: Sequence[VaultState], mandates: Sequence[Mandate]) -> Book:
     perp_rows = table(perps, p_idx, _PERP_FIELDS, n_v * n_u, (0.0, 0.0, np.nan))
     perp_rows = perp_rows.reshape(3, n_v, n_u)
     # Padded option slots: strike 1 (must be > 0), size 0, expired: they contribute nothing.
-    opt_rows = table(opts, o_idx, _OPTION_FIELDS, n_v * n_o, (0.0, 1.0, 0.0, 0.0, 0.0))
-    opt_rows = opt_rows.reshape(5, n_v, n_o)
+    opt_rows = table(opts, o_idx, _OPTION_FIELDS, n_v * n_o, (0.0, 1.0, 0.0, 0.0, 0.0, 0.0))
+    opt_rows = opt_rows.reshape(6, n_v, n_o)
     opt_u = np.zeros(n_v * n_o, dtype=np.int64)
     opt_u[o_idx] = [col[o.underlying] for o in opts]
     vault_rows = table(states, list(range(n_v)), _VAULT_FIELDS, n_v, (0.0,) * 4)
@@ -167,5 +169,6 @@ def pack(states: Sequence[VaultState], mandates: Sequence[Mandate]) -> Book:
         opt_expiry=opt_rows[0],
         opt_size=opt_rows[2],
         opt_iv=opt_rows[3],
+        opt_locked=opt_rows[5],
         mandate={f: m[i] for i, f in enumerate(MANDATE_FIELDS)},
     )

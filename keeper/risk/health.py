@@ -87,12 +87,16 @@ def nav_from_positions(state: VaultState) -> float:
     """NAV rebuilt from positions and marks, USD.
 
     idle USDC + (collateral + idle tokens) × price − debt + perp margin + Σ upnl
-    + Σ option size × mark. The vault's own ``nav_usd`` is authoritative for leverage; this is
+    + Σ option size × mark + what written series lock (a call's tokens at spot, a put's USDC). The vault's own ``nav_usd`` is authoritative for leverage; this is
     for reconciliation (a large gap means the snapshot or the marks are inconsistent).
     """
     spot = sum((a.collateral + a.idle) * a.price_usd for a in state.assets)
     perp = state.perp_margin_usd + sum(p.unrealized_pnl_usd for p in state.perps)
-    options = sum(o.size * o.mark_usd for o in state.options)
+    options = sum(
+        o.size * o.mark_usd + o.locked_underlying * state.asset(o.underlying).price_usd
+        + o.locked_usdc
+        for o in state.options
+    )
     return state.idle_usdc + spot - state.debt_usdc + perp + options
 
 
@@ -100,7 +104,8 @@ def nav_from_positions(state: VaultState) -> float:
 class PortfolioGreeks:
     """Greeks of everything the vault holds on one underlying (signed by long/short).
 
-    delta in underlying units (spot collateral + idle + perp + Σ option delta × size), gamma in
+    delta in underlying units (spot collateral + idle + perp + Σ option delta × size + the
+    tokens written calls lock, which the vault still owns and NAV values at spot), gamma in
     units²/USD, vega in USD per 1.00 of vol, theta in USD per year; only options carry gamma,
     vega and theta.
     """
@@ -135,7 +140,7 @@ def portfolio_greeks(state: VaultState, now: int, rate: float) -> dict[str, Port
             opts, g.delta.tolist(), g.gamma.tolist(), g.vega.tolist(), g.theta.tolist(), strict=True
         ):
             row = acc[o.underlying]
-            row[0] += d * o.size
+            row[0] += d * o.size + o.locked_underlying
             row[1] += gm * o.size
             row[2] += vg * o.size
             row[3] += th * o.size

@@ -97,6 +97,11 @@ class OptionPosition:
     mark_usd: float
     #: Annualised implied volatility from the IV feed of the underlying.
     implied_vol: float
+    #: Collateral locked against a written series: a call locks underlying tokens (whole units;
+    #: each is still the vault's, valued at spot in NAV, so it carries delta one), a put locks
+    #: USDC. Both 0 for a long position.
+    locked_underlying: float = 0.0
+    locked_usdc: float = 0.0
 
     def __post_init__(self) -> None:
         name = f"option[{self.underlying} {self.strike} {self.expiry}]"
@@ -105,6 +110,8 @@ class OptionPosition:
         finite(f"{name}.size", self.size)
         at_least(f"{name}.mark_usd", self.mark_usd, 0.0)
         at_least(f"{name}.implied_vol", self.implied_vol, 0.0)
+        at_least(f"{name}.locked_underlying", self.locked_underlying, 0.0)
+        at_least(f"{name}.locked_usdc", self.locked_usdc, 0.0)
 
 
 @dataclass(frozen=True, slots=True)

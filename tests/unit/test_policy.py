@@ -250,6 +250,24 @@ def test_hedge_brings_net_delta_to_target() -> None:
     assert a.inputs["hedge_scale"] == 1.0
 
 
+def test_the_hedge_counts_the_tokens_a_written_call_locks() -> None:
+    # hedged_vault(-400): 750 − 400 = 350 ETH. Writing 100 calls locked 100 WETH in the option
+    # market (the vault's still, valued at spot in NAV: delta one each); the 4 000-strike call
+    # expires in 1 s on 2 000 spot, so its model delta is 0 to many digits. Net delta
+    # 350 + 100 = 450 ETH = 900k against a 0 target → sell 450 perps (400k of margin carries
+    # the 850 short). Without the locked
+    # tokens it sold 350 and left the vault 100 ETH (200k, 20 % of NAV) long of a 0 ± 2 %
+    # mandate.
+    call = OptionPosition("ETH", True, 4_000.0, NOW + 1, -100.0, 0.0, 0.5,
+                          locked_underlying=100.0)
+    (a,) = decide(hedged_vault(-400.0, margin=400_000.0, options=(call,)),
+                  mandate(hedge_target=0.0), market(), costs())
+    assert a.kind == ActionKind.HEDGE
+    assert a.inputs["hedge_scale"] == 1.0  # margin enough for the whole short
+    assert dict(a.perp_legs) == pytest.approx({"ETH": -450.0})
+    assert a.inputs["delta_gap_usd.ETH"] == pytest.approx(900_000.0)
+
+
 def test_a_hedge_does_not_wait_for_cheap_gas_and_a_breach_of_max_leverage_neither() -> None:
     # Net delta 500 ETH against a 1.5 × NAV = 750 ETH target is outside the 2 % band: HIGH
     # (HIGH and CRITICAL never wait on the acceptable base fee; see keeper.tx.fees).

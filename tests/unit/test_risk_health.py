@@ -104,6 +104,22 @@ def test_net_delta_adds_spot_idle_perp_and_option_deltas() -> None:
     assert net_delta(v, NOW, 0.0)["ETH"] == pytest.approx(102.0, abs=1e-9)
 
 
+def test_a_written_calls_locked_tokens_are_delta_one_and_in_nav() -> None:
+    # 100 written 1 000-strike calls expiring in 1 s on 2 000 spot (model delta 1 each: −100),
+    # fully collateralised by 100 ETH locked in the option market; 50 written 5 000-strike puts
+    # (model delta −1 each, so +50) locked 250k USDC. Hand: 750 − 100 + 100 + 50 = 800 ETH.
+    calls = OptionPosition("ETH", True, 1_000.0, NOW + 1, -100.0, 1_000.0, 0.5,
+                           locked_underlying=100.0)
+    puts = OptionPosition("ETH", False, 5_000.0, NOW + 1, -50.0, 3_000.0, 0.5,
+                          locked_usdc=250_000.0)
+    v = vault(assets=(eth(750.0),), options=(calls, puts))
+    assert net_delta(v, NOW, 0.0)["ETH"] == pytest.approx(800.0, abs=1e-9)
+    # NAV: 750 × 2000 − 0.5M debt + (100 × 2000 − 100 × 1000) + (250k − 50 × 3000)
+    assert nav_from_positions(v) == pytest.approx(1_500_000 - 500_000 + 100_000 + 100_000)
+    with pytest.raises(RiskInputError, match="locked_underlying"):
+        OptionPosition("ETH", True, 1_000.0, NOW + 1, -1.0, 1.0, 0.5, locked_underlying=-1.0)
+
+
 def test_state_validation_names_the_field() -> None:
     with pytest.raises(RiskInputError, match="ETH.price_usd"):
         eth(price=-1.0)
