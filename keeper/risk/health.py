@@ -87,8 +87,9 @@ def nav_from_positions(state: VaultState) -> float:
     """NAV rebuilt from positions and marks, USD.
 
     idle USDC + (collateral + idle tokens) × price − debt + perp margin + Σ upnl
-    + Σ option size × mark + what written series lock (a call's tokens at spot, a put's USDC). The vault's own ``nav_usd`` is authoritative for leverage; this is
-    for reconciliation (a large gap means the snapshot or the marks are inconsistent).
+    + Σ option size × mark + what written series lock (a call's tokens at spot, a put's USDC).
+    The vault's own ``nav_usd`` is authoritative for leverage; this is for reconciliation (a
+    large gap means the snapshot or the marks are inconsistent).
     """
     spot = sum((a.collateral + a.idle) * a.price_usd for a in state.assets)
     perp = state.perp_margin_usd + sum(p.unrealized_pnl_usd for p in state.perps)
