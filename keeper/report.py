@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from keeper.chain.snapshot import VaultSnapshot, wad_to_float
+from keeper.chain.snapshot import OptionSnapshot, VaultSnapshot, wad_to_float
 from keeper.devnet.deploy import Deployment
 
 USDC_UNIT = 10**6
@@ -44,6 +44,17 @@ def deployment_table(dep: Deployment) -> str:
     rows += [[f"vault[{i}]", v] for i, v in enumerate(dep.vaults)]
     rows += [[f"role:{role}", addr] for role, addr in dep.accounts.items()]
     return f"chain {dep.chain_id}, block {dep.block}\n" + table(["contract", "address"], rows)
+
+
+def _locked(o: OptionSnapshot, symbols: dict[str, str], decimals: dict[str, int]) -> str:
+    """What a written series locks: underlying tokens for a call (still the vault's, hedged as
+    delta one), USDC for a put; "-" for a long position."""
+    if o.collateral == 0:
+        return "-"
+    if o.is_call:
+        sym = symbols.get(o.underlying, o.underlying[:10])
+        return f"{o.collateral / 10 ** decimals.get(o.underlying, 18):,.4f} {sym}"
+    return usd(o.collateral)
 
 
 def snapshot_table(name: str, snap: VaultSnapshot, symbols: dict[str, str]) -> str:
@@ -94,6 +105,7 @@ def snapshot_table(name: str, snap: VaultSnapshot, symbols: dict[str, str]) -> s
         table(["asset", "price", "collateral", "perp size", "perp pnl", "impl vol"], asset_rows)
     )
     if snap.options:
+        decimals = {a.token: a.decimals for a in snap.assets}
         opt_rows = [
             [
                 str(o.series_id),
@@ -102,10 +114,13 @@ def snapshot_table(name: str, snap: VaultSnapshot, symbols: dict[str, str]) -> s
                 f"{o.strike / WAD:,.0f}",
                 f"{o.size / WAD:+,.4f}",
                 f"{o.mark / WAD:,.2f}",
+                _locked(o, symbols, decimals),
             ]
             for o in snap.options
         ]
-        lines.append(table(["series", "underlying", "type", "strike", "size", "mark"], opt_rows))
+        lines.append(
+            table(["series", "underlying", "type", "strike", "size", "mark", "locked"], opt_rows)
+        )
     lines.append(
         f"mandate: target vol {m.target_vol / WAD:.0%}, hedge target {m.hedge_target / WAD:+.0%} "
         f"± {m.hedge_band / WAD:.0%} of NAV, "

@@ -644,6 +644,9 @@ def test_status_valid_config(node: Node, workdir: Path) -> None:
     for vault in node.vaults:
         assert vault in run.stdout
     assert run.stdout.count("vs minimum") == len(node.vaults)
+    # The Balanced vault's 50 written ETH calls lock 50 WETH (the seed's own numbers), shown on
+    # the series' row; its long puts lock nothing.
+    assert "50.0000 WETH" in run.stdout
     assert_no_secret(run, SECRETS)
     # Read-only: no journal file appears, wherever KEEPER_JOURNAL points.
     journal = node_settings(node).get("KEEPER_JOURNAL")
