@@ -105,7 +105,7 @@ def snapshot_table(name: str, snap: VaultSnapshot, symbols: dict[str, str]) -> s
         table(["asset", "price", "collateral", "perp size", "perp pnl", "impl vol"], asset_rows)
     )
     if snap.options:
-        decimals = {a.token: a.decimals for a in snap.assets}
+        decimals = {str(a.token): a.decimals for a in snap.assets}
         opt_rows = [
             [
                 str(o.series_id),
