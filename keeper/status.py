@@ -4,6 +4,7 @@ and the transactions it has in flight; on PostgreSQL also who leads, for every c
 
 from __future__ import annotations
 
+import math
 import time
 
 from keeper.chain.convert import to_vault_state
@@ -14,6 +15,7 @@ from keeper.journal_db import describe, list_chain_schemas, schema_for
 from keeper.lease import LEASE_NAME
 from keeper.report import WAD, ratio, snapshot_table, table, usd
 from keeper.risk.health import portfolio_greeks
+from keeper.risk.scenarios import GridSpec, Scenario, scenario_grid
 from keeper.service import KeeperService
 
 
@@ -38,6 +40,36 @@ def greeks_table(snap: VaultSnapshot, symbols: dict[str, str]) -> str:
     )
 
 
+def _at(s: Scenario) -> str:
+    return f"{s.price_move:+.0%}, vol {s.vol}"
+
+
+def _h(health: float) -> str:
+    return "inf" if math.isinf(health) else f"{health:.3f}"
+
+
+def grid_text(snap: VaultSnapshot, symbols: dict[str, str]) -> str:
+    """The portfolio-margin scenario grid (`keeper.risk.scenarios`): the grid's largest loss,
+    the lowest health on it, and the extended table's (USD rounded to the dollar)."""
+    state = to_vault_state(snap, symbols)  # type: ignore[arg-type]
+    spec = GridSpec()
+    report = scenario_grid(state, snap.timestamp, RISK_FREE_RATE, spec)
+    worst = report.worst
+    share = f" ({-worst.pnl_usd / state.nav_usd:.1%} of NAV)" if state.nav_usd > 0 else ""
+    weakest = min((s for s in report.scenarios if not s.extended), key=lambda s: s.binding_health)
+    ext = "; ".join(
+        f"{s.price_move:+.0%}: ${s.pnl_usd:+,.0f}, health {_h(s.binding_health)}"
+        for s in report.scenarios
+        if s.extended
+    )
+    return (
+        f"scenario grid (±{spec.price_range:.0%} in {spec.buckets} moves × vol up/same/down, "
+        f"every underlying together): worst loss ${-worst.pnl_usd:,.0f}{share} at {_at(worst)}; "
+        f"lowest health lending {_h(weakest.lending_health)}, perps {_h(weakest.perp_health)} "
+        f"at {_at(weakest)}\nextended table (vol up): {ext}"
+    )
+
+
 def status_text(service: KeeperService) -> str:
     snaps = service.read_now()
     if snaps:
@@ -50,6 +82,7 @@ def status_text(service: KeeperService) -> str:
         name = next((n for n in (symbols.get(vault),) if n), "RiskVault")
         parts.append(snapshot_table(name, snap, symbols))
         parts.append(greeks_table(snap, symbols))
+        parts.append(grid_text(snap, symbols))
         # The mark is WAD USDC units per share unit (shares carry the vault's decimals offset):
         # shown as the NAV it implies for today's supply, which needs no share decimals.
         hwm_nav = snap.high_water_mark * snap.total_supply // WAD

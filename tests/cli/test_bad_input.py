@@ -647,6 +647,9 @@ def test_status_valid_config(node: Node, workdir: Path) -> None:
     # The Balanced vault's 50 written ETH calls lock 50 WETH (the seed's own numbers), shown on
     # the series' row; its long puts lock nothing.
     assert "50.0000 WETH" in run.stdout
+    # The scenario grid's summary, one per vault (its numbers: tests/unit/test_risk_scenarios.py).
+    assert run.stdout.count("scenario grid (±16% in 9 moves") == len(node.vaults)
+    assert run.stdout.count("extended table (vol up): -66%: $") == len(node.vaults)
     assert_no_secret(run, SECRETS)
     # Read-only: no journal file appears, wherever KEEPER_JOURNAL points.
     journal = node_settings(node).get("KEEPER_JOURNAL")
