@@ -8,7 +8,6 @@ import math
 import time
 
 from keeper.chain.convert import to_vault_state
-from keeper.chain.snapshot import VaultSnapshot
 from keeper.inputs import RISK_FREE_RATE
 from keeper.journal import Journal
 from keeper.journal_db import describe, list_chain_schemas, schema_for
@@ -16,12 +15,12 @@ from keeper.lease import LEASE_NAME
 from keeper.report import WAD, ratio, snapshot_table, table, usd
 from keeper.risk.health import portfolio_greeks
 from keeper.risk.scenarios import GridSpec, Scenario, scenario_grid
+from keeper.risk.types import VaultState
 from keeper.service import KeeperService
 
 
-def greeks_table(snap: VaultSnapshot, symbols: dict[str, str]) -> str:
-    state = to_vault_state(snap, symbols)  # type: ignore[arg-type]
-    greeks = portfolio_greeks(state, snap.timestamp, RISK_FREE_RATE)
+def greeks_table(state: VaultState) -> str:
+    greeks = portfolio_greeks(state, state.timestamp, RISK_FREE_RATE)
     rows = []
     for a in state.assets:
         g = greeks[a.symbol]
@@ -48,12 +47,11 @@ def _h(health: float) -> str:
     return "inf" if math.isinf(health) else f"{health:.3f}"
 
 
-def grid_text(snap: VaultSnapshot, symbols: dict[str, str]) -> str:
+def grid_text(state: VaultState) -> str:
     """The portfolio-margin scenario grid (`keeper.risk.scenarios`): the grid's largest loss,
     the lowest health on it, and the extended table's (USD rounded to the dollar)."""
-    state = to_vault_state(snap, symbols)  # type: ignore[arg-type]
     spec = GridSpec()
-    report = scenario_grid(state, snap.timestamp, RISK_FREE_RATE, spec)
+    report = scenario_grid(state, state.timestamp, RISK_FREE_RATE, spec)
     worst = report.worst
     share = f" ({-worst.pnl_usd / state.nav_usd:.1%} of NAV)" if state.nav_usd > 0 else ""
     weakest = min((s for s in report.scenarios if not s.extended), key=lambda s: s.binding_health)
@@ -81,8 +79,9 @@ def status_text(service: KeeperService) -> str:
     for vault, snap in snaps.items():
         name = next((n for n in (symbols.get(vault),) if n), "RiskVault")
         parts.append(snapshot_table(name, snap, symbols))
-        parts.append(greeks_table(snap, symbols))
-        parts.append(grid_text(snap, symbols))
+        state = to_vault_state(snap, symbols)  # type: ignore[arg-type]
+        parts.append(greeks_table(state))
+        parts.append(grid_text(state))
         # The mark is WAD USDC units per share unit (shares carry the vault's decimals offset):
         # shown as the NAV it implies for today's supply, which needs no share decimals.
         hwm_nav = snap.high_water_mark * snap.total_supply // WAD
