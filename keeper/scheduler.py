@@ -227,7 +227,10 @@ class KeeperLoop:
 
             def on_signal(signum: int, _frame: FrameType | None) -> None:
                 logger.info("signal %d: finishing the tick in flight, then stopping", signum)
-                self.stop(wait=True)
+                # Never wait here: shutdown(wait=True) holds the scheduler's job-store lock
+                # until every job ends, and a head poll back from the node needs that lock to
+                # move the tick job — a deadlock. The tick in flight is waited for below.
+                self.stop(wait=False)
 
             signal.signal(signal.SIGINT, on_signal)
             signal.signal(signal.SIGTERM, on_signal)

@@ -4,10 +4,16 @@ over) is not lost."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from keeper.scheduler import KeeperLoop
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Journal:
@@ -59,3 +65,53 @@ def test_the_callers_stop_event_set_before_the_loop_runs_is_honoured() -> None:
     loop = KeeperLoop(service, 60.0, head_poll_s=0, stopping=stopping)  # type: ignore[arg-type]
     assert run_in_thread(loop) == 0
     assert service.ticks == 0
+
+
+SIGNAL_DURING_HEAD_POLL = """
+import logging, os, signal, sys, time, types
+from keeper.scheduler import KeeperLoop
+
+logging.basicConfig(level=logging.INFO)
+
+class Eth:
+    calls = 0
+    @property
+    def block_number(self):
+        Eth.calls += 1
+        if Eth.calls == 2:  # SIGTERM lands while this head poll waits on the node
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+        return 100 + Eth.calls  # a new head: the poll moves the tick job forward
+
+class Service:
+    vaults = ("0xV",)
+    tick_deadline_s = 1.0
+    last_block = 0
+    busy = False
+    head_stalled_since = None
+    journal = types.SimpleNamespace(close=lambda: None)
+    w3 = types.SimpleNamespace(eth=Eth())
+    def tick(self):
+        return types.SimpleNamespace(error=None)
+    def wait_idle(self, timeout_s):
+        return True
+
+sys.exit(KeeperLoop(Service(), 60.0, head_poll_s=0.2).run())
+"""
+
+
+def test_a_signal_while_a_head_poll_waits_on_the_node_stops_the_loop() -> None:
+    """SIGTERM in the main thread while the head poll (a worker thread) is in its RPC: the
+    handler used to shut the scheduler down with wait=True, holding the scheduler's job-store
+    lock until every job finished, and the poll, back from the node, blocked on that lock to
+    move the tick job — the replica test's keeper that never exited after its stop."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", SIGNAL_DURING_HEAD_POLL],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=20, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # before the fix: deadlocked for good
+        raise AssertionError("the loop did not stop within 20 s of SIGTERM") from exc
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finishing the tick in flight, then stopping" in proc.stderr
