@@ -368,6 +368,7 @@ def _common(a: Assessment, r: Rows, v: int) -> dict[str, InputValue]:
         "lending_health": r["lending_health"][v],
         "perp_health": r["perp_health"][v],
         "binding_health": r["binding_health"][v],
+        "grid_health": r["grid_health"][v],
         "min_health": r["mandate.min_health"][v],
         "leverage": r["leverage"][v],
     }

@@ -43,6 +43,7 @@ from keeper.risk.forecast import MarketForecast, implied_shock
 from keeper.risk.greeks import black_scholes
 from keeper.risk.hedging import no_trade_band_usd, target_delta_units, whalley_wilmott_half_width
 from keeper.risk.params import PolicyParams
+from keeper.risk.scenarios import grid_binding_health
 from keeper.risk.types import SECONDS_PER_YEAR, Costs, MarketView
 from keeper.risk.validation import BoolArray, FloatArray
 
@@ -120,6 +121,9 @@ class Assessment:
     margin_reserve: FloatArray
     #: Perp health a risk-increasing move keeps: min health + the rebalance buffer.
     keep_health: FloatArray
+    #: The scenario grid's lowest binding health on today's book (every underlying ±
+    #: `grid_range` together): the gate's reference for risk-increasing trades.
+    grid_health: FloatArray
     # --- (V, U) ------------------------------------------------------------------------
     sigma: FloatArray
     shock: FloatArray
@@ -203,22 +207,31 @@ def margin_requirements(
     size: FloatArray, price: FloatArray, mm_frac: FloatArray, keep_health: FloatArray,
     params: PolicyParams,
 ) -> tuple[FloatArray, FloatArray]:
-    """(V,) USD equity a perp book of signed ``size`` (V, U) needs: (initial, target).
+    """(V,) USD equity a perp book of signed ``size`` (V, U) needs: (to grow, target).
 
-    initial — the market's initial margin (``initial_margin_multiple`` × maintenance) plus
-    ``margin_buffer``; target — at least that, and enough for perp health to stay at
+    to grow — what a position may grow to, the gate on a risk-increasing hedge: the market's
+    initial margin (``initial_margin_multiple`` × maintenance) plus ``margin_buffer``, and
+    enough for the scenario grid's moves (every underlying ±``grid_range`` together) to leave
+    perp health >= ``stress_health_floor``: equity + n·m >= floor · mm · (1 + m) at m = ±range,
+    n the signed notional Σ S·P; target — at least that, and enough for perp health to stay at
     ``keep_health`` after the design move against every position at once (shorts: up by
     ``design_rise``; longs: down by ``design_gap``): Σ |S|·P·move + keep · Σ |S|·P·(1 ± move)·mm.
     """
     notional = np.abs(size) * price
     maint = (notional * mm_frac).sum(axis=1)
     initial = maint * params.initial_margin_multiple * (1.0 + params.margin_buffer)
+    signed = (size * price).sum(axis=1)
+    r, floor = params.grid_range, params.stress_health_floor
+    grid = np.maximum(
+        floor * maint * (1.0 + r) - signed * r, floor * maint * (1.0 - r) + signed * r
+    )
+    grow = np.maximum(initial, grid)
     move = np.where(size < 0, params.design_rise, np.where(size > 0, params.design_gap, 0.0))
     after = np.where(size < 0, 1.0 + move, 1.0 - move)
     stressed = (notional * move).sum(axis=1) + keep_health * (notional * after * mm_frac).sum(
         axis=1
     )
-    return initial, np.maximum(initial, stressed)
+    return grow, np.maximum(grow, stressed)
 
 
 def assess_book(
@@ -257,6 +270,10 @@ def assess_book(
     _, margin_target = margin_requirements(book.perp_size, price, mm_frac, thr, params)
     # Idle cash the perp book needs to reach its margin target is not spent on spot.
     margin_reserve = np.clip(margin_target - equity, 0.0, idle)
+    grid_health = grid_binding_health(
+        lt_value, debt, equity, (book.perp_size * np.where(has, price, 0.0)).sum(axis=1), maint,
+        params.grid_range,
+    )
 
     # Greeks: every option of every vault in one call.
     gamma = np.zeros(has.shape)
@@ -513,6 +530,7 @@ def assess_book(
         perp_equity=equity,
         margin_reserve=margin_reserve,
         keep_health=thr,
+        grid_health=grid_health,
         sigma=sigma,
         shock=shock,
         weights=weights,
@@ -573,11 +591,11 @@ def assess_hedge(
         """(hard, wanted) top-up for scale k: hard — what the market and the health floor
         require (initial margin when a position grows); wanted — up to the margin target."""
         size_k = book.perp_size + k[:, None] * full
-        im_k, target_k = margin_requirements(size_k, price, mm_frac, thr, params)
+        grow_k, target_k = margin_requirements(size_k, price, mm_frac, thr, params)
         mm_k = (np.abs(size_k) * price * mm_frac).sum(axis=1)
         eq_k = equity - k * hedge_fee
         grows = np.any(np.abs(size_k) > np.abs(book.perp_size) * (1 + 1e-12), axis=1)
-        hard = np.maximum(np.where(grows, im_k, 0.0), thr * mm_k) - eq_k
+        hard = np.maximum(np.where(grows, grow_k, 0.0), thr * mm_k) - eq_k
         # A hedge that leaves perp health no lower than now needs no margin of its own.
         with np.errstate(divide="ignore", invalid="ignore"):
             h_k = np.where(mm_k > 0, eq_k / np.where(mm_k > 0, mm_k, 1.0), np.inf)
@@ -614,3 +632,4 @@ def assess_hedge(
         ww_units=ww,
         legs=hedge_legs,
     )
+

@@ -99,7 +99,9 @@ class MarketForecast:
 
 
 def _floored(shock: FloatArray | float, params: PolicyParams) -> FloatArray:
-    floor = max(params.stress_min_shock, params.design_gap)
+    # Never less than the scenario grid's fall either: the leverage it caps is the gate on a
+    # re-lever (with the defaults the 35 % design gap is the larger).
+    floor = max(params.stress_min_shock, params.design_gap, params.grid_range)
     return np.minimum(MAX_SHOCK, np.maximum(floor, shock))
 
 

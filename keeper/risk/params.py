@@ -44,6 +44,12 @@ MARGIN_BUFFER: float = 0.25
 #: went from 1.0× to 1.4× part-way down a crash and then deleveraged 6–12 times.
 TREND_LOOKBACK_S: float = 86_400.0
 RELEVER_MAX_FALL: float = 0.05
+#: The scenario grid every risk-increasing trade is gated on (Deribit's portfolio margin: every
+#: underlying moved ±16 % together, see `keeper.risk.scenarios`): after a re-lever, a growing
+#: hedge or a sweep, every scenario's binding health must stay at or above STRESS_HEALTH_FLOOR
+#: (or the trade must not lower the grid's lowest health). Lending's −16 % sits inside the
+#: design gap the leverage caps are sized to; the +16 % is what short perps' margin must carry.
+GRID_RANGE: float = 0.16
 #: Stressed health must stay at or above this (1 plus a buffer for liquidation-bonus slippage).
 STRESS_HEALTH_FLOOR: float = 1.05
 #: Deleverage restores health to min_health + this, so one noisy tick does not re-trigger it.
@@ -89,6 +95,7 @@ class PolicyParams:
     stress_health_floor: float = STRESS_HEALTH_FLOOR
     design_gap: float = DESIGN_GAP
     design_rise: float = DESIGN_RISE
+    grid_range: float = GRID_RANGE
     initial_margin_multiple: float = INITIAL_MARGIN_MULTIPLE
     margin_buffer: float = MARGIN_BUFFER
     trend_lookback_s: float = TREND_LOOKBACK_S
@@ -115,6 +122,7 @@ class PolicyParams:
         at_least("stress_health_floor", self.stress_health_floor, 1.0)
         in_range("design_gap", self.design_gap, 0.0, 0.95)
         in_range("design_rise", self.design_rise, 0.0, 10.0)
+        in_range("grid_range", self.grid_range, 1e-6, 0.99)
         at_least("initial_margin_multiple", self.initial_margin_multiple, 1.0)
         at_least("margin_buffer", self.margin_buffer, 0.0)
         at_least("trend_lookback_s", self.trend_lookback_s, 1.0)

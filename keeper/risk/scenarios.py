@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keeper.errors import RiskInputError
 from keeper.risk.greeks import black_scholes
@@ -114,6 +115,46 @@ def vol_shift(spec: GridSpec, t_years: np.ndarray) -> np.ndarray:
     return np.minimum(raw, spec.max_vol_shift)
 
 
+def venue_health_after_move(
+    lt_value: ArrayLike, debt: ArrayLike, perp_equity: ArrayLike, perp_notional: ArrayLike,
+    maintenance: ArrayLike, moves: ArrayLike,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lending, perp) health after every underlying moves by each of ``moves`` together:
+    arrays of shape (V, K) for (V,) inputs and (K,) moves (or (K,) for scalars).
+
+    ``lt_value`` is Σ collateral × price × liquidation threshold, ``perp_notional`` the signed
+    Σ size × price, ``maintenance`` Σ |size| × price × maintenance fraction. Lending:
+    lt_value × (1 + m) / debt; perps: max(equity + notional × m, 0) / (maintenance × (1 + m))
+    (an account cannot owe more than it holds); ``inf`` where nothing is owed.
+    """
+    m = np.asarray(moves, dtype=float)
+    col = (slice(None), None) if np.ndim(lt_value) else ()
+    lt, dbt = np.asarray(lt_value, dtype=float)[col], np.asarray(debt, dtype=float)[col]
+    eq, n = np.asarray(perp_equity, dtype=float)[col], np.asarray(perp_notional, dtype=float)[col]
+    mm = np.asarray(maintenance, dtype=float)[col]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lending = np.where(dbt > 0, lt * (1.0 + m) / np.where(dbt > 0, dbt, 1.0), math.inf)
+        perp = np.where(
+            mm > 0, np.maximum(eq + n * m, 0.0) / np.where(mm > 0, mm * (1.0 + m), 1.0), math.inf
+        )
+    return lending, perp
+
+
+def grid_binding_health(
+    lt_value: ArrayLike, debt: ArrayLike, perp_equity: ArrayLike, perp_notional: ArrayLike,
+    maintenance: ArrayLike, price_range: float,
+) -> np.ndarray:
+    """(V,) the lowest binding health over the grid's price moves (vol moves do not change
+    either venue's health). Both venues' health is monotone in the move — lending rises with
+    it, perp health's derivative (notional − equity) / (maintenance (1 + m)²) keeps one sign —
+    so the lowest is at −range or +range and only those two are evaluated."""
+    ends = np.array([-price_range, price_range])
+    lending, perp = venue_health_after_move(
+        lt_value, debt, perp_equity, perp_notional, maintenance, ends
+    )
+    return np.asarray(np.minimum(lending, perp).min(axis=-1))
+
+
 def scenario_grid(
     state: VaultState, now: int, rate: float, spec: GridSpec | None = None
 ) -> GridReport:
@@ -147,20 +188,13 @@ def scenario_grid(
         pnl = pnl + ((moved - base[None, :]) * size[None, :]).sum(axis=1)
 
     weighted = sum(a.collateral * a.price_usd * a.liquidation_threshold for a in state.assets)
-    lending = (
-        np.full(moves.shape, math.inf)
-        if state.debt_usdc == 0.0
-        else weighted * (1.0 + moves) / state.debt_usdc
-    )
     equity = state.perp_margin_usd + sum(p.unrealized_pnl_usd for p in state.perps)
     perp_notional = sum(p.size * price[p.underlying] for p in state.perps)
     maintenance = sum(
         abs(p.size) * price[p.underlying] * p.maintenance_fraction for p in state.perps
     )
-    perp = (
-        np.full(moves.shape, math.inf)
-        if maintenance == 0.0
-        else np.maximum(equity + perp_notional * moves, 0.0) / (maintenance * (1.0 + moves))
+    lending, perp = venue_health_after_move(
+        weighted, state.debt_usdc, equity, perp_notional, maintenance, moves
     )
     return GridReport(
         tuple(

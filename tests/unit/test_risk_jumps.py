@@ -123,7 +123,7 @@ def test_a_flash_crash_is_not_a_fat_tail() -> None:
     # The same 400 h of noise with the flash: the one-day 99 % CVaR is the Gaussian noise's,
     # 2.665 sd × 0.30 × √(1 d / 1 y) = 4.1 % — the flash hours are the design gap's risk.
     path = np.concatenate((_noise(400, 0.30, 7), [-0.16, -0.16, 0.09, 0.09, 0.09, 0.09]))
-    no_floor = PolicyParams(design_gap=0.0, stress_min_shock=0.0)
+    no_floor = PolicyParams(design_gap=0.0, stress_min_shock=0.0, grid_range=1e-6)
     per_sd = stats.norm.pdf(stats.norm.ppf(0.99)) / 0.01
     by_hand = -math.expm1(-per_sd * 0.30 * math.sqrt(86_400.0 / SECONDS_PER_YEAR))
     assert diffusion_shock(path, np.full(path.size, DT), no_floor) == pytest.approx(by_hand,
@@ -140,7 +140,7 @@ def test_a_steady_trend_is_not_a_fat_tail() -> None:
     # A calm rally: +0.7 % an hour (17 % a day) with 10 %-vol Gaussian noise. The stress is the
     # noise's one-day 99 % CVaR — 2.665 sd × 0.10 × √(1 d / 1 y) = 1.39 % — whatever the trend.
     trend = 0.007 + _noise(500, 0.10, 3)
-    no_floor = PolicyParams(design_gap=0.0, stress_min_shock=0.0)
+    no_floor = PolicyParams(design_gap=0.0, stress_min_shock=0.0, grid_range=1e-6)
     per_sd = stats.norm.pdf(stats.norm.ppf(0.99)) / 0.01
     by_hand = -math.expm1(-per_sd * 0.10 * math.sqrt(86_400.0 / SECONDS_PER_YEAR))
     assert diffusion_shock(trend, np.full(500, DT), no_floor) == pytest.approx(by_hand, rel=0.1)
