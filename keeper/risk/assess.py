@@ -549,7 +549,8 @@ def assess_hedge(
 ) -> HedgeAssessment:
     """The hedge on the book after `rebalance_legs` (the rebalance the policy decided, zeros
     where none): net delta back to the mandate's target per underlying, outside a
-    Whalley–Wilmott no-trade band, its margin — initial margin when a position grows — from
+    Whalley–Wilmott no-trade band, its margin — when a position grows, initial margin and the
+    scenario grid's need (`margin_requirements`) — from
     idle cash the rebalance does not spend, scaled down when that cash is short."""
     book, m = a.book, a.book.mandate
     has, price, nav = book.has, book.price, book.nav
@@ -589,7 +590,8 @@ def assess_hedge(
 
     def margin_need(k: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(hard, wanted) top-up for scale k: hard — what the market and the health floor
-        require (initial margin when a position grows); wanted — up to the margin target."""
+        require (what a growing position needs: initial margin and the scenario grid);
+        wanted — up to the margin target."""
         size_k = book.perp_size + k[:, None] * full
         grow_k, target_k = margin_requirements(size_k, price, mm_frac, thr, params)
         mm_k = (np.abs(size_k) * price * mm_frac).sum(axis=1)
