@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike
 
 from keeper.errors import RiskInputError
 from keeper.risk.greeks import black_scholes
+from keeper.risk.params import GRID_RANGE
 from keeper.risk.types import SECONDS_PER_YEAR, VaultState
 from keeper.risk.validation import finite, in_range
 
@@ -45,7 +46,7 @@ VOL_UP, VOL_SAME, VOL_DOWN = "up", "same", "down"
 class GridSpec:
     """The scenario grid's parameters (defaults: Deribit's published portfolio-margin table)."""
 
-    price_range: float = 0.16
+    price_range: float = GRID_RANGE  # the policy's gate uses the same grid
     buckets: int = 9
     vol_shift: float = 0.45
     vol_power: float = 0.30
