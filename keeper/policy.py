@@ -28,7 +28,8 @@ Rules, in order, per vault:
    not at all while perp health binds: the vault takes a repay only if binding health rises.
 4. **Rebalance** — leverage (spot collateral / NAV) outside ``target ± max(abs, rel × target)``,
    target = the most conservative of vol targeting, CPPI, fractional Kelly, ``max_leverage``,
-   the stress cut (stressed lending health >= floor), the health cap (health >=
+   the stress cut (stressed lending health >= floor, the stress never below the design gap nor
+   the scenario grid's fall), the health cap (health >=
    ``min_health + rebalance buffer``) and the borrow (LTV) cap; trades straight to the target
    in risk-parity weights. Sent only if the expected benefit beats gas + swap fee + slippage and
    the venue's expected slippage is within the mandate's ``max_slippage_bps``.
@@ -36,11 +37,8 @@ Rules, in order, per vault:
    ``hedge_target × NAV`` split by spot exposure; underlyings outside their no-trade band
    (max of the mandate's ``hedge_band`` and the Whalley–Wilmott width) are traded back to the
    target with perps, scaled down if the perp margin health would fall below
-   ``min_health + rebalance buffer`` or, when a position grows, below the perp market's
-   initial margin or the scenario grid's need (every underlying ±``grid_range`` together
-   leaves perp health >= the stress floor: the grid is the gate on risk-increasing trades, and
-   the lending stress that caps a re-lever is never below its fall) — posting idle cash the
-   rebalance does not spend as margin in the same call; sent
+   ``min_health + rebalance buffer`` or, when a position grows, the perp market's initial
+   margin — posting idle cash the rebalance does not spend as margin in the same call; sent
    only if the benefit beats gas + perp fees, or always when the vault's net delta is outside
    the mandate's band (then it is owed, like a cut above max leverage); off the mandate, net
    long, and with no margin cash for the hedge (its perps were liquidated, say), the excess

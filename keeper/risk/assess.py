@@ -207,15 +207,15 @@ def margin_requirements(
     size: FloatArray, price: FloatArray, mm_frac: FloatArray, keep_health: FloatArray,
     params: PolicyParams,
 ) -> tuple[FloatArray, FloatArray]:
-    """(V,) USD equity a perp book of signed ``size`` (V, U) needs: (to grow, target).
+    """(V,) USD equity a perp book of signed ``size`` (V, U) needs: (initial, target).
 
-    to grow — what a position may grow to, the gate on a risk-increasing hedge: the market's
-    initial margin (``initial_margin_multiple`` × maintenance) plus ``margin_buffer``, and
-    enough for the scenario grid's moves (every underlying ±``grid_range`` together) to leave
-    perp health >= ``stress_health_floor``: equity + n·m >= floor · mm · (1 + m) at m = ±range,
-    n the signed notional Σ S·P; target — at least that, and enough for perp health to stay at
-    ``keep_health`` after the design move against every position at once (shorts: up by
-    ``design_rise``; longs: down by ``design_gap``): Σ |S|·P·move + keep · Σ |S|·P·(1 ± move)·mm.
+    initial — the market's initial margin (``initial_margin_multiple`` × maintenance) plus
+    ``margin_buffer``, what a growing position needs; target — at least that, enough for the
+    scenario grid's moves (every underlying ±``grid_range`` together) to leave perp health >=
+    ``stress_health_floor`` (equity + n·m >= floor · mm · (1 + m) at m = ±range, n the signed
+    notional Σ S·P), and enough for perp health to stay at ``keep_health`` after the design move
+    against every position at once (shorts: up by ``design_rise``; longs: down by
+    ``design_gap``): Σ |S|·P·move + keep · Σ |S|·P·(1 ± move)·mm.
     """
     notional = np.abs(size) * price
     maint = (notional * mm_frac).sum(axis=1)
@@ -225,13 +225,12 @@ def margin_requirements(
     grid = np.maximum(
         floor * maint * (1.0 + r) - signed * r, floor * maint * (1.0 - r) + signed * r
     )
-    grow = np.maximum(initial, grid)
     move = np.where(size < 0, params.design_rise, np.where(size > 0, params.design_gap, 0.0))
     after = np.where(size < 0, 1.0 + move, 1.0 - move)
     stressed = (notional * move).sum(axis=1) + keep_health * (notional * after * mm_frac).sum(
         axis=1
     )
-    return grow, np.maximum(grow, stressed)
+    return initial, np.maximum(np.maximum(initial, grid), stressed)
 
 
 def assess_book(
@@ -549,8 +548,7 @@ def assess_hedge(
 ) -> HedgeAssessment:
     """The hedge on the book after `rebalance_legs` (the rebalance the policy decided, zeros
     where none): net delta back to the mandate's target per underlying, outside a
-    Whalley–Wilmott no-trade band, its margin — when a position grows, initial margin and the
-    scenario grid's need (`margin_requirements`) — from
+    Whalley–Wilmott no-trade band, its margin — initial margin when a position grows — from
     idle cash the rebalance does not spend, scaled down when that cash is short."""
     book, m = a.book, a.book.mandate
     has, price, nav = book.has, book.price, book.nav
@@ -590,14 +588,13 @@ def assess_hedge(
 
     def margin_need(k: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(hard, wanted) top-up for scale k: hard — what the market and the health floor
-        require (what a growing position needs: initial margin and the scenario grid);
-        wanted — up to the margin target."""
+        require (initial margin when a position grows); wanted — up to the margin target."""
         size_k = book.perp_size + k[:, None] * full
-        grow_k, target_k = margin_requirements(size_k, price, mm_frac, thr, params)
+        im_k, target_k = margin_requirements(size_k, price, mm_frac, thr, params)
         mm_k = (np.abs(size_k) * price * mm_frac).sum(axis=1)
         eq_k = equity - k * hedge_fee
         grows = np.any(np.abs(size_k) > np.abs(book.perp_size) * (1 + 1e-12), axis=1)
-        hard = np.maximum(np.where(grows, grow_k, 0.0), thr * mm_k) - eq_k
+        hard = np.maximum(np.where(grows, im_k, 0.0), thr * mm_k) - eq_k
         # A hedge that leaves perp health no lower than now needs no margin of its own.
         with np.errstate(divide="ignore", invalid="ignore"):
             h_k = np.where(mm_k > 0, eq_k / np.where(mm_k > 0, mm_k, 1.0), np.inf)
@@ -634,4 +631,3 @@ def assess_hedge(
         ww_units=ww,
         legs=hedge_legs,
     )
-

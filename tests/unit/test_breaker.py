@@ -320,9 +320,7 @@ def test_on_the_policys_own_actions() -> None:
                       costs())
 
     def hedged(perp: float, target: float) -> Action:
-        # $350k of margin: a −750 ETH short ($1.5M) must survive the grid's +16 % at health
-        # 1.05 (0.16 + 1.05 × 0.05 × 1.16 = 22.1 % of notional, $331k) to be allowed to grow.
-        v = vault(debt_usdc=700_000.0, perp_margin_usd=350_000.0,
+        v = vault(debt_usdc=700_000.0, perp_margin_usd=200_000.0,
                   perps=(PerpPosition("ETH", perp, 2_000.0, 0.0, 0.05),))
         (h,) = decide(v, mandate(hedge_target=target), market(), costs())
         assert h.kind is ActionKind.HEDGE

@@ -236,15 +236,9 @@ def hedged_vault(perp_size: float, margin: float = 200_000.0, **kw: Any) -> Vaul
                  perps=(PerpPosition("ETH", perp_size, 2_000.0, 0.0, 0.05),), **kw)
 
 
-#: Margin a −750 ETH short ($1.5M) needs to grow there under the scenario grid: +16 % leaves
-#: health >= 1.05, 1.5M × (0.16 + 1.05 × 5 % × 1.16) = $331,350; this much is room to spare.
-GRID_SAFE_MARGIN = 350_000.0
-
-
 def test_hedge_brings_net_delta_to_target() -> None:
     # net delta 750 − 500 = 250 ETH = 500k USD vs target 0, band 2 % × 1M = 20k → sell 250 perps.
-    acts = decide(hedged_vault(-500.0, margin=GRID_SAFE_MARGIN), mandate(hedge_target=0.0),
-                  market(), costs())
+    acts = decide(hedged_vault(-500.0), mandate(hedge_target=0.0), market(), costs())
     assert kinds(acts) == [ActionKind.HEDGE]
     a = acts[0]
     assert dict(a.perp_legs) == pytest.approx({"ETH": -250.0})
@@ -330,26 +324,6 @@ def test_hedge_band_widens_with_gamma_whalley_wilmott() -> None:
     assert a.perp_legs["ETH"] == pytest.approx(-(gap_units + ww_units), rel=1e-9)
 
 
-def test_a_growing_hedge_is_sized_to_the_scenario_grid() -> None:
-    # 200k idle, margin 80k, −500 ETH: growing the short by k × 250 ETH needs the grid's +16 %
-    # to leave health >= 1.05: equity 80 000 − 250k + cash >= 0.2209 × 2000 × (500 + 250k)
-    # (0.16 + 1.05 × 5 % × 1.16 = 0.2209 of notional). With the 200k: 441.8 × (500 + 250k)
-    # − 80 000 + 250k <= 200 000 → k <= 59 100 / 110 700 = 0.53388. Before, sized to initial
-    # margin alone (187 500 at full size), the whole −250 went: a 13.3 % rise would have emptied
-    # the account (280k − 250 of equity against $1.5M short).
-    v = vault(debt_usdc=780_000.0, perp_margin_usd=80_000.0, idle_usdc=200_000.0,
-              perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
-    (h,) = decide(v, mandate(hedge_target=0.0), market(), costs())
-    assert h.kind is ActionKind.HEDGE
-    k = 59_100 / 110_700
-    assert h.inputs["hedge_scale"] == pytest.approx(k, rel=1e-6)
-    assert dict(h.perp_legs) == pytest.approx({"ETH": -250.0 * k}, rel=1e-6)
-    assert h.margin_usd == pytest.approx(200_000.0)
-    # After the hedge, +16 % leaves the account at health 1.05 (to the bisection's precision).
-    size, equity = 500 + 250 * k, 280_000.0 - 250 * k
-    assert (equity - size * 2_000 * 0.16) / (size * 2_000 * 1.16 * 0.05) == pytest.approx(1.05)
-
-
 def test_the_scenario_grid_caps_a_re_levers_leverage() -> None:
     # With no design gap, the lending stress falls to the grid's −16 %: L × 0.8 × 0.84 / (L − 1)
     # >= 1.05 → L <= 1.05 / (1.05 − 0.672) = 2.7778 (the implied-vol shock at 50 % over a day
@@ -370,15 +344,16 @@ def test_the_scenario_grid_caps_a_re_levers_leverage() -> None:
 def test_the_margin_target_carries_the_scenario_grid() -> None:
     # −500 ETH ($1M) at min health 1.0 (keep 1.10): the design rise needs 1M × 0.15 + 1.10 ×
     # 1M × 1.15 × 5 % = 213 250; the grid's +16 % at health 1.05 needs 1M × 0.16 + 1.05 × 1M ×
-    # 1.16 × 5 % = 220 900, the larger, so the target. At min health 1.25 the design rise's
-    # 1M × 0.15 + 1.35 × 1.15 × 50k = 227 625 is the larger.
-    def target(min_health: float) -> float:
+    # 1.16 × 5 % = 220 900, the larger, so the target (the idle cash kept back for margin, the
+    # floor of a sweep, the aim of a perp cut). At min health 1.25 the design rise's 1M × 0.15 +
+    # 1.35 × 1.15 × 50k = 227 625 is the larger. The grid's health: (200k − 160k) / (1.16 × 50k).
+    def target(min_health: float) -> tuple[float, float]:
         a = assess_batch([hedged_vault(-500.0)], [mandate(min_health=min_health)], market(),
                          costs())
-        return float(a.margin_target[0])
+        return float(a.margin_target[0]), float(a.grid_health[0])
 
-    assert target(1.0) == pytest.approx(220_900.0, rel=1e-12)
-    assert target(1.25) == pytest.approx(227_625.0, rel=1e-12)
+    assert target(1.0) == pytest.approx((220_900.0, 40_000 / 58_000), rel=1e-12)
+    assert target(1.25)[0] == pytest.approx(227_625.0, rel=1e-12)
 
 
 def test_hedge_that_grows_a_position_below_initial_margin_is_not_sent() -> None:
@@ -396,18 +371,17 @@ def test_hedge_that_grows_a_position_below_initial_margin_is_not_sent() -> None:
 
 
 def test_hedge_posts_idle_cash_as_its_margin_in_the_same_call() -> None:
-    # Same book with 300k idle (debt +300k keeps NAV at 1M). Full hedge to −750 ETH ($1.5M):
-    # initial margin 1.5M × 0.125 = 187 500; the grid's +16 % at health 1.05 needs 331 350
-    # (GRID_SAFE_MARGIN); equity after the fee 80 000 − 250 = 79 750 → hard need 251 600 <=
-    # 300k, so full size. The target also covers a 15 % rise at health 1.35: 1.5M × 0.15 + 1.35
-    # × 1.5M × 1.15 × 5 % = 341 437.5 → wants 261 687.5, all of it posted.
-    v = vault(debt_usdc=880_000.0, perp_margin_usd=80_000.0, idle_usdc=300_000.0,
+    # Same book with 200k idle (debt +200k keeps NAV at 1M). Full hedge to −750 ETH ($1.5M):
+    # initial margin 1.5M × 0.125 = 187 500, equity after the fee 80 000 − 250 = 79 750 → hard
+    # need 107 750 <= 200k, so full size. The target also covers a 15 % rise at health 1.35:
+    # 1.5M × 0.15 + 1.35 × 1.5M × 1.15 × 5 % = 341 437.5 → wants 261 687.5, capped at the 200k.
+    v = vault(debt_usdc=780_000.0, perp_margin_usd=80_000.0, idle_usdc=200_000.0,
               perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
     acts = decide(v, mandate(hedge_target=0.0), market(), costs())
     assert kinds(acts) == [ActionKind.HEDGE]
     assert acts[0].inputs["hedge_scale"] == 1.0
     assert dict(acts[0].perp_legs) == pytest.approx({"ETH": -250.0})
-    assert acts[0].margin_usd == pytest.approx(261_687.5, rel=1e-9)
+    assert acts[0].margin_usd == pytest.approx(200_000.0)
     # The book's target before the hedge (−500 ETH): 1M × 0.15 + 1.35 × 1M × 1.15 × 5 %.
     assert acts[0].inputs["margin_target_usd"] == pytest.approx(227_625.0, rel=1e-9)
 
@@ -632,8 +606,7 @@ def test_a_hedge_outside_the_mandates_band_is_owed_whatever_the_gas() -> None:
     # hedge's 300k gas costs $300k + 250 × 2000 × 5 bps = $300,250 against a tracking benefit
     # of 500k² × QUAD ≈ $2,397: the cost model alone would leave the vault off its mandate.
     pricey = costs(gas_price_usd_per_gas=1.0)
-    (h,) = decide(hedged_vault(-500.0, margin=GRID_SAFE_MARGIN), mandate(hedge_target=0.0),
-                  market(), pricey)
+    (h,) = decide(hedged_vault(-500.0), mandate(hedge_target=0.0), market(), pricey)
     assert h.kind is ActionKind.HEDGE
     assert h.expected_cost_usd == pytest.approx(300_250.0, rel=1e-9)
     assert h.expected_benefit_usd == pytest.approx(500_000.0**2 * QUAD, rel=1e-9)
