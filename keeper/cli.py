@@ -274,20 +274,24 @@ def _run_replica(
     import threading
 
     from keeper.journal import LeaseLost
-    from keeper.scheduler import EXIT_LEASE_LOST, KeeperLoop
+    from keeper.scheduler import EXIT_LEASE_LOST, KeeperLoop, SignalRelay
     from keeper.service import TickReport
 
     assert settings.chain_id is not None  # required with a PostgreSQL journal (config)
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int) -> None:
         logger.info("signal %d while standing by: stopping", signum)
         stop.set()
 
+    # Set from the relay's thread: stop.set() takes the Event's lock, which the interrupted
+    # main thread may hold (in stop.wait).
+    relay = SignalRelay(on_signal)
+
     try:
         while True:
-            signal.signal(signal.SIGINT, on_signal)
-            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, relay.handler)
+            signal.signal(signal.SIGTERM, relay.handler)
             if metrics is not None:
                 metrics.observe_standby(lease.current())
             logger.info(
@@ -319,7 +323,10 @@ def _run_replica(
             code = loop.run()
             if code != EXIT_LEASE_LOST:
                 return code
+            if loop.signalled is not None:  # stopped by a signal as it stood down: stay stopped
+                return 0
     finally:
+        relay.close()
         lease.stop(release=True)
         lease.close()
         if server is not None:

@@ -21,6 +21,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -49,6 +50,35 @@ HEAD_STALL_S = 120.0
 #: Exit codes: a bug (an exception that is not a KeeperError); too many failed ticks in a row;
 #: the leader lease lost (the replica stands by again; `keeper run` does not exit with it).
 EXIT_BUG, EXIT_FAILING, EXIT_LEASE_LOST = 1, 3, 4
+
+
+class SignalRelay:
+    """SIGINT/SIGTERM handed to a thread. A signal handler runs on the main thread in the middle
+    of whatever it was doing, possibly holding a non-reentrant lock (a thread pool's mid-submit,
+    an Event's, threading's own): anything that takes a lock from there can deadlock the
+    process. `handler` only records the signal number (one attribute store, no lock); a watcher
+    thread polling it every `poll_s` runs `action(signum)`."""
+
+    def __init__(self, action: Callable[[int], object], poll_s: float = 0.05) -> None:
+        self.action = action
+        self.poll_s = poll_s
+        self.signum: int | None = None
+        self._closed = False
+        threading.Thread(target=self._watch, name="signal-relay", daemon=True).start()
+
+    def handler(self, signum: int, _frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def _watch(self) -> None:
+        while not self._closed:
+            signum = self.signum
+            if signum is not None:
+                self.signum = None
+                self.action(signum)
+            time.sleep(self.poll_s)
+
+    def close(self) -> None:
+        self._closed = True
 
 
 @dataclass
@@ -101,6 +131,8 @@ class KeeperLoop:
         self.scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
         self.scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         self._stop_requested = False
+        #: The signal that stopped the loop, if one did (a replica then does not stand by again).
+        self.signalled: int | None = None
         self.scheduler.add_job(
             self._tick, "interval", seconds=interval_s, id="tick", next_run_time=datetime.now(UTC)
         )
@@ -223,17 +255,22 @@ class KeeperLoop:
 
     def run(self) -> int:
         """Block until stopped; the exit code (0 after a signal or `stop()`)."""
+        relay: SignalRelay | None = None
         if threading.current_thread() is threading.main_thread():
 
-            def on_signal(signum: int, _frame: FrameType | None) -> None:
+            def on_signal(signum: int) -> None:
+                self.signalled = signum
                 logger.info("signal %d: finishing the tick in flight, then stopping", signum)
-                # Never wait here: shutdown(wait=True) holds the scheduler's job-store lock
-                # until every job ends, and a head poll back from the node needs that lock to
-                # move the tick job — a deadlock. The tick in flight is waited for below.
+                # Off the main thread (SignalRelay: interrupted mid-submit, it held the thread
+                # pool's lock the shutdown takes, and the keeper never exited), and without
+                # waiting: shutdown(wait=True) holds the job-store lock until every job ends,
+                # which a head poll needs to move the tick job. The tick in flight is waited
+                # for below.
                 self.stop(wait=False)
 
-            signal.signal(signal.SIGINT, on_signal)
-            signal.signal(signal.SIGTERM, on_signal)
+            relay = SignalRelay(on_signal)
+            signal.signal(signal.SIGINT, relay.handler)
+            signal.signal(signal.SIGTERM, relay.handler)
         logger.info(
             "keeper running: %d vaults, every %.1fs%s",
             len(self.service.vaults),
@@ -252,6 +289,8 @@ class KeeperLoop:
             self.service.wait_idle(self.service.tick_deadline_s + 5)
             if self.lease is not None:
                 self.lease.stop(release=self._watch.exit != EXIT_LEASE_LOST)
+            if relay is not None:
+                relay.close()
         self.service.journal.close()
         if self._watch.exit == 0:
             logger.info("keeper stopped cleanly")

@@ -115,3 +115,53 @@ def test_a_signal_while_a_head_poll_waits_on_the_node_stops_the_loop() -> None:
         raise AssertionError("the loop did not stop within 20 s of SIGTERM") from exc
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finishing the tick in flight, then stopping" in proc.stderr
+
+
+SIGNAL_DURING_SUBMIT = """
+import concurrent.futures.thread as pool, logging, os, signal, sys, types
+from keeper.scheduler import KeeperLoop
+
+logging.basicConfig(level=logging.INFO)
+adjust, calls = pool.ThreadPoolExecutor._adjust_thread_count, []
+
+def interrupted(self):
+    calls.append(1)
+    if len(calls) == 3:  # SIGTERM lands while submit holds the pool's shutdown lock
+        os.kill(os.getpid(), signal.SIGTERM)
+    adjust(self)
+
+pool.ThreadPoolExecutor._adjust_thread_count = interrupted
+
+class Service:
+    vaults = ("0xV",)
+    tick_deadline_s = 1.0
+    last_block = 0
+    busy = False
+    head_stalled_since = None
+    journal = types.SimpleNamespace(close=lambda: None)
+    w3 = types.SimpleNamespace(eth=types.SimpleNamespace(block_number=1))
+    def tick(self):
+        return types.SimpleNamespace(error=None)
+    def wait_idle(self, timeout_s):
+        return True
+
+sys.exit(KeeperLoop(Service(), 0.2, head_poll_s=0.2).run())
+"""
+
+
+def test_a_signal_while_the_scheduler_submits_a_job_stops_the_loop() -> None:
+    """SIGTERM while the main thread is inside the thread pool's submit (holding its
+    non-reentrant shutdown lock): a handler that shut the pool down from there waited on that
+    lock for good — the keeper of tests/cli/test_metrics_endpoint.py still running two hours
+    after its SIGTERM. The handler now only records the signal; a thread stops the loop."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", SIGNAL_DURING_SUBMIT],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=20, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # before the fix: deadlocked for good
+        raise AssertionError("the loop did not stop within 20 s of SIGTERM") from exc
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finishing the tick in flight, then stopping" in proc.stderr
+    assert "keeper stopped cleanly" in proc.stderr
