@@ -122,7 +122,7 @@ class Assessment:
     #: Perp health a risk-increasing move keeps: min health + the rebalance buffer.
     keep_health: FloatArray
     #: The scenario grid's lowest binding health on today's book (every underlying ±
-    #: `grid_range` together): the gate's reference for risk-increasing trades.
+    #: `grid_range` together); measured and reported in every action's inputs.
     grid_health: FloatArray
     # --- (V, U) ------------------------------------------------------------------------
     sigma: FloatArray

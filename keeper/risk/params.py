@@ -44,11 +44,11 @@ MARGIN_BUFFER: float = 0.25
 #: went from 1.0× to 1.4× part-way down a crash and then deleveraged 6–12 times.
 TREND_LOOKBACK_S: float = 86_400.0
 RELEVER_MAX_FALL: float = 0.05
-#: The scenario grid every risk-increasing trade is gated on (Deribit's portfolio margin: every
-#: underlying moved ±16 % together, see `keeper.risk.scenarios`): after a re-lever, a growing
-#: hedge or a sweep, every scenario's binding health must stay at or above STRESS_HEALTH_FLOOR
-#: (or the trade must not lower the grid's lowest health). Lending's −16 % sits inside the
-#: design gap the leverage caps are sized to; the +16 % is what short perps' margin must carry.
+#: The scenario grid's price range (Deribit's portfolio margin: every underlying moved ±16 %
+#: together, see `keeper.risk.scenarios`). The lending stress that caps a re-lever is never
+#: below its fall, and the perp margin target leaves health >= STRESS_HEALTH_FLOOR after its
+#: moves; with the defaults the design gap and rise are the larger. A growing hedge is not
+#: sized to it yet (tried: the delta-neutral vault then never re-levered to its target).
 GRID_RANGE: float = 0.16
 #: Stressed health must stay at or above this (1 plus a buffer for liquidation-bonus slippage).
 STRESS_HEALTH_FLOOR: float = 1.05

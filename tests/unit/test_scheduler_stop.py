@@ -67,12 +67,49 @@ def test_the_callers_stop_event_set_before_the_loop_runs_is_honoured() -> None:
     assert service.ticks == 0
 
 
-SIGNAL_DURING_HEAD_POLL = """
-import logging, os, signal, sys, time, types
+#: A `keeper run` loop in a subprocess, on a service that never acts; {setup} arranges where
+#: SIGTERM lands and {eth} is the node's `eth` the head poll reads.
+SCRIPT = """
+import concurrent.futures.thread as pool, logging, os, signal, sys, time, types
 from keeper.scheduler import KeeperLoop
 
 logging.basicConfig(level=logging.INFO)
+{setup}
 
+class Service:
+    vaults = ("0xV",)
+    tick_deadline_s = 1.0
+    last_block = 0
+    busy = False
+    head_stalled_since = None
+    journal = types.SimpleNamespace(close=lambda: None)
+    w3 = types.SimpleNamespace(eth={eth})
+    def tick(self):
+        return types.SimpleNamespace(error=None)
+    def wait_idle(self, timeout_s):
+        return True
+
+sys.exit(KeeperLoop(Service(), {interval}, head_poll_s=0.2).run())
+"""
+
+
+def stopped_by_sigterm(setup: str, eth: str, interval: float) -> str:
+    """Run SCRIPT; it must exit 0 within 20 s (a deadlock fails here). Its stderr."""
+    script = SCRIPT.format(setup=setup, eth=eth, interval=interval)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=20, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # before the fix: deadlocked for good
+        raise AssertionError("the loop did not stop within 20 s of SIGTERM") from exc
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finishing the tick in flight, then stopping" in proc.stderr
+    return proc.stderr
+
+
+DURING_HEAD_POLL = """
 class Eth:
     calls = 0
     @property
@@ -82,21 +119,6 @@ class Eth:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.5)
         return 100 + Eth.calls  # a new head: the poll moves the tick job forward
-
-class Service:
-    vaults = ("0xV",)
-    tick_deadline_s = 1.0
-    last_block = 0
-    busy = False
-    head_stalled_since = None
-    journal = types.SimpleNamespace(close=lambda: None)
-    w3 = types.SimpleNamespace(eth=Eth())
-    def tick(self):
-        return types.SimpleNamespace(error=None)
-    def wait_idle(self, timeout_s):
-        return True
-
-sys.exit(KeeperLoop(Service(), 60.0, head_poll_s=0.2).run())
 """
 
 
@@ -105,23 +127,10 @@ def test_a_signal_while_a_head_poll_waits_on_the_node_stops_the_loop() -> None:
     handler used to shut the scheduler down with wait=True, holding the scheduler's job-store
     lock until every job finished, and the poll, back from the node, blocked on that lock to
     move the tick job — the replica test's keeper that never exited after its stop."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", SIGNAL_DURING_HEAD_POLL],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-            text=True, timeout=20, check=False,
-        )
-    except subprocess.TimeoutExpired as exc:  # before the fix: deadlocked for good
-        raise AssertionError("the loop did not stop within 20 s of SIGTERM") from exc
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "finishing the tick in flight, then stopping" in proc.stderr
+    stopped_by_sigterm(DURING_HEAD_POLL, "Eth()", 60.0)
 
 
-SIGNAL_DURING_SUBMIT = """
-import concurrent.futures.thread as pool, logging, os, signal, sys, types
-from keeper.scheduler import KeeperLoop
-
-logging.basicConfig(level=logging.INFO)
+DURING_SUBMIT = """
 adjust, calls = pool.ThreadPoolExecutor._adjust_thread_count, []
 
 def interrupted(self):
@@ -131,21 +140,6 @@ def interrupted(self):
     adjust(self)
 
 pool.ThreadPoolExecutor._adjust_thread_count = interrupted
-
-class Service:
-    vaults = ("0xV",)
-    tick_deadline_s = 1.0
-    last_block = 0
-    busy = False
-    head_stalled_since = None
-    journal = types.SimpleNamespace(close=lambda: None)
-    w3 = types.SimpleNamespace(eth=types.SimpleNamespace(block_number=1))
-    def tick(self):
-        return types.SimpleNamespace(error=None)
-    def wait_idle(self, timeout_s):
-        return True
-
-sys.exit(KeeperLoop(Service(), 0.2, head_poll_s=0.2).run())
 """
 
 
@@ -154,14 +148,5 @@ def test_a_signal_while_the_scheduler_submits_a_job_stops_the_loop() -> None:
     non-reentrant shutdown lock): a handler that shut the pool down from there waited on that
     lock for good — the keeper of tests/cli/test_metrics_endpoint.py still running two hours
     after its SIGTERM. The handler now only records the signal; a thread stops the loop."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", SIGNAL_DURING_SUBMIT],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-            text=True, timeout=20, check=False,
-        )
-    except subprocess.TimeoutExpired as exc:  # before the fix: deadlocked for good
-        raise AssertionError("the loop did not stop within 20 s of SIGTERM") from exc
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "finishing the tick in flight, then stopping" in proc.stderr
-    assert "keeper stopped cleanly" in proc.stderr
+    err = stopped_by_sigterm(DURING_SUBMIT, "types.SimpleNamespace(block_number=1)", 0.2)
+    assert "keeper stopped cleanly" in err
