@@ -281,7 +281,7 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     // ================================================================ keeper
     /// @notice Trade spot collateral and perps towards the target allocation. Buys borrow any
     ///         USDC shortfall; sells repay debt. `marginDelta` > 0 moves idle USDC into perp margin
-    ///         before the trades, < 0 withdraws margin after them.
+    ///         before the trades (borrowing what idle cash lacks), < 0 withdraws margin after them.
     function rebalance(SwapLeg[] calldata swaps, PerpLeg[] calldata perpLegs, int256 marginDelta, uint256 deadline)
         external
         onlyRole(KEEPER_ROLE)
@@ -308,7 +308,8 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
     }
 
     /// @notice Reduce risk: sell collateral to repay debt, shrink perps, top up perp margin from
-    ///         idle USDC. Allowed while paused; must strictly improve health.
+    ///         idle USDC (borrowing what it lacks: lending room moved to the perp venue when that
+    ///         one binds). Allowed while paused; must strictly improve health.
     function deleverage(SwapLeg[] calldata sells, PerpLeg[] calldata perpLegs, uint256 marginTopUp, uint256 deadline)
         external
         onlyRole(KEEPER_ROLE)
@@ -516,7 +517,13 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         if (block.timestamp > deadline) revert VaultDeadlinePassed(deadline, block.timestamp);
         _requireFresh();
         before = _state();
-        if (marginDelta > 0) perps.depositMargin(uint256(marginDelta));
+        if (marginDelta > 0) {
+            // Margin beyond idle cash is borrowed against the collateral, as a buy's shortfall
+            // is: the call's own checks bound it (a deleverage must raise binding health; any
+            // other call that lowers health must leave it >= minHealth).
+            _cover(uint256(marginDelta));
+            perps.depositMargin(uint256(marginDelta));
+        }
         (bytes32 kind,) = _keeperCall();
         lossBudget = kind == KIND_REPAY ? REPAY_ROUNDING_UNITS : 0;
     }
@@ -609,14 +616,19 @@ contract RiskVault is IRiskVault, ERC4626, AccessControl, Pausable, ReentrancyGu
         }
     }
 
+    /// @dev Borrows what idle USDC lacks of `amount`.
+    function _cover(uint256 amount) private {
+        uint256 idle = _usdc.balanceOf(address(this));
+        if (amount > idle) pool.borrow(amount - idle);
+    }
+
     /// @dev Executes one spot leg; returns its loss budget (USDC units) under maxSlippageBps.
     function _swap(SwapLeg calldata leg) private returns (uint256 budget) {
         AssetConfig storage a = _asset(leg.asset);
         uint256 price = Oracle.strictWad(AggregatorV3Interface(a.priceFeed), a.priceDecimals, maxPriceAge);
         uint256 slip = _mandate.maxSlippageBps;
         if (leg.buy) {
-            uint256 idle = _usdc.balanceOf(address(this));
-            if (leg.amountIn > idle) pool.borrow(leg.amountIn - idle);
+            _cover(leg.amountIn);
             uint256 out = swapVenue.swap(address(_usdc), leg.asset, leg.amountIn, leg.minOut, address(this));
             uint256 fair = (leg.amountIn * _usdcToWad).mulDiv(10 ** a.tokenDecimals, price);
             _requireSlippage(leg.asset, fair, out, slip);

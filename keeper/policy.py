@@ -7,8 +7,12 @@ Rules, in order, per vault:
 2. **Deleverage** — binding health (min of lending and perp margin health) below
    ``mandate.min_health``, the cheapest safe lever first: when lending binds, a REPAY of debt
    from idle cash and then from perp margin above its target (only posted cash); when perps
-   bind, idle cash posted as margin (up to the margin target: survive the design rise at the
-   re-lever threshold); then, for what cash cannot cure, sell collateral pro rata (proceeds
+   bind, idle cash and then lending room (borrowed down to lending health ``min_health +
+   deleverage buffer``, within the pool's LTV; none while lending is under min health too)
+   posted as margin, up to the margin target (survive the design rise at the re-lever
+   threshold) — cutting perps (and as much spot) instead where the borrowing would lower the
+   lending caps enough to leave leverage above its rebalance band, to the band's top; then,
+   for what cash cannot cure, sell collateral pro rata (proceeds
    repay debt) until lending health is back at ``min_health + deleverage buffer`` at the worst
    accepted fill, and/or cut every perp pro rata until perp health is back there; a short perp
    cut is matched by a sale of the same spot amount, so the hedge ratio is kept. Urgency HIGH,
@@ -417,6 +421,7 @@ def _deleverage(
             "margin_target_usd": r["margin_target"][v],
             "repay_usd": r["delev_repay"][v],
             "margin_top_up_usd": r["delev_top_up"][v],
+            "margin_borrow_usd": r["delev_borrow"][v],
         }
     )
     venues = [name for name in ("lending", "perp") if r[f"{name}_health"][v] < min_h]
@@ -449,8 +454,7 @@ def _deleverage(
                 urgency=urgency,
                 expected_benefit_usd=r["delev_benefit"][v],
                 expected_cost_usd=r["delev_cost"][v],
-                reason=reason
-                + (f": ${top_up:,.0f} of cash into perp margin" if top_up > MIN_CASH_USD else ""),
+                reason=reason + _top_up_reason(top_up, r["delev_borrow"][v]),
                 inputs=MappingProxyType(inputs),
                 spot_legs=spot,
                 perp_legs=perp,
@@ -458,6 +462,14 @@ def _deleverage(
             )
         )
     return out
+
+
+def _top_up_reason(top_up: float, borrowed: float) -> str:
+    if top_up <= MIN_CASH_USD:
+        return ""
+    if borrowed <= MIN_CASH_USD:
+        return f": ${top_up:,.0f} of cash into perp margin"
+    return f": ${top_up:,.0f} into perp margin (${borrowed:,.0f} of it borrowed)"
 
 
 #: A hedge is only decided outside the mandate's band (the no-trade band is never narrower

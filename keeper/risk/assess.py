@@ -59,6 +59,9 @@ SWEEP_HEALTH_MARGIN: float = 0.01
 #: 1.05 / (1.05 − 0.65) × 0.23 = 0.6 with the stress never below the 35 % design gap, 0.45 for
 #: the bundled vaults; 40 steps leave under 1e-9 of the first error.
 SWEEP_FIXED_POINT_STEPS: int = 40
+#: A perp rescue borrows at most this fraction less than the pool's LTV room (Σ collateral ×
+#: price × LTV − debt): the room is the read's, and interest accrues before the call lands.
+BORROW_ROOM_SLACK: float = 1e-3
 #: One basis point as a fraction (fees and slippage arrive in bps).
 BPS: float = 1e-4
 
@@ -96,8 +99,11 @@ class Assessment:
     #: USD: what liquidators would take if every position were liquidated now (the penalty on
     #: the debt and on the perp notional) — the stake a breach of min health puts at risk.
     at_stake_usd: FloatArray
-    #: USD: idle cash into perp margin; debt repaid from idle and perp margin; margin withdrawn.
+    #: USD: cash into perp margin (idle cash, then borrowed); debt repaid from idle and perp
+    #: margin; margin withdrawn.
     delev_top_up: FloatArray
+    #: The part of ``delev_top_up`` the vault borrows (idle cash covers the rest).
+    delev_borrow: FloatArray
     delev_repay: FloatArray
     delev_margin_withdraw: FloatArray
     margin_target: FloatArray
@@ -340,6 +346,8 @@ def assess_book(
     target_lev = most_conservative(
         lev_vol, lev_cppi, lev_kelly, m["max_leverage"], lev_stress, lev_health, lev_borrow
     )
+    lev_free = most_conservative(lev_vol, lev_cppi, lev_kelly, m["max_leverage"])
+
 
     # Deleverage: sells pro rata until health is back at min_health + buffer (worst fill).
     swap_exp = (costs.swap_fee_bps + costs.swap_slippage_bps) * BPS
@@ -351,20 +359,65 @@ def assess_book(
     perp_low = perp < min_h
     total_notional = notional.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        # Perp venue below min health: idle cash into margin first (up to the margin target, so
-        # a trend does not bring it back next hour), then cut what cash cannot cure.
-        need_h = np.maximum(0.0, h_t * maint - equity)
-        delev_top_up = np.where(
-            perp_low, np.minimum(idle, np.maximum(need_h, margin_target - equity)), 0.0
+        # Perp venue below min health: cash into margin first (up to the margin target, so a
+        # trend does not bring it back next hour), then cut what cash cannot cure. The cash is
+        # idle cash, then lending room borrowed against the collateral (the vault borrows what
+        # idle cash lacks) down to the deleverage's target health and within the pool's LTV:
+        # in a rally the collateral that rose pays the shorts' margin.
+        ltv_value = (coll_usd * book.ltv).sum(axis=1)
+        room_h = np.where(np.isinf(lending), np.inf, lt_value / h_t - debt)
+        room_ltv = (1.0 - BORROW_ROOM_SLACK) * ltv_value - debt
+        borrowable = np.where(
+            perp_low & ~lend_low, np.clip(np.minimum(room_h, room_ltv), 0.0, None), 0.0
         )
-        equity_d = equity + delev_top_up
         # What cash cannot cure is cut to the margin target (it survives the design rise), not
         # to min health + buffer: both scale with the position, so a cut of g leaves (1 − g)
-        # of the aim. Cut to the buffer, a +40 % rally cost a deleverage every hour.
+        # of the aim, and needs (1 − g)·aim − equity + g·(fee on the notional) of cash. Cut to
+        # the buffer, a +40 % rally cost a deleverage every hour.
         aim = np.maximum(h_t * maint, margin_target)
-        den_p = aim - total_notional * perp_fee
-        gcut = np.where(den_p > 0, (aim - equity_d) / np.where(den_p > 0, den_p, 1), 1.0)
-        gcut = np.where(perp_low, np.clip(gcut, 0.0, 1.0), 0.0)
+        cut_fee = total_notional * perp_fee
+        den_p = aim - cut_fee
+
+        def cash_for(g: FloatArray) -> FloatArray:
+            out: FloatArray = np.clip((1.0 - g) * aim - equity + g * cut_fee, 0.0, None)
+            return out
+
+        g_cash = np.where(
+            den_p > 0, (aim - equity - idle - borrowable) / np.where(den_p > 0, den_p, 1), 1.0
+        )
+        # Borrowed margin is lending equity no more, so it lowers the lending caps on leverage:
+        # where that would leave leverage above the band of the lower target, the cut goes on
+        # until it is back at the band's top (a short cut sells as much spot, and its proceeds
+        # repay debt): one call instead of a borrow now and a sale to the lower target next
+        # tick (in `rally` the delta-neutral vault borrowed $256k, then sold an hour later).
+        spot_per_cut = (
+            np.minimum(np.where(book.perp_size < 0, -book.perp_size, 0.0), book.coll) * price * has
+        ).sum(axis=1)
+
+        def in_band(g: FloatArray) -> BoolArray:
+            b = np.clip(cash_for(g) - idle, 0.0, borrowable)
+            t = most_conservative(lev_free, *lending_caps(lending_equity - b))
+            top = t + np.maximum(params.rebalance_band_abs, params.rebalance_band_rel * t)
+            nav_g = nav - g * (cut_fee + spot_per_cut * swap_exp)
+            lev_g = (coll_value - g * spot_per_cut) / np.where(nav_g > 0, nav_g, np.inf)
+            out: BoolArray = lev_g <= top * (1.0 + 1e-12)
+            return out
+
+        g_band = np.zeros(book.n_vaults)
+        # (Not where even a full cut would leave it above: then the rebalance's own cut, which
+        # sells spot alone, is the lever, and the rescue only cures the margin.)
+        banded = (borrowable > 0) & ~in_band(g_band) & in_band(np.ones(book.n_vaults))
+        if np.any(banded):
+            lo, hi = np.zeros(book.n_vaults), np.ones(book.n_vaults)
+            for _ in range(HEDGE_SCALE_BISECTIONS):
+                mid = 0.5 * (lo + hi)
+                ok = in_band(mid)
+                lo, hi = np.where(ok, lo, mid), np.where(ok, mid, hi)
+            g_band = np.where(banded, hi, 0.0)
+        gcut = np.where(perp_low, np.clip(np.maximum(g_cash, g_band), 0.0, 1.0), 0.0)
+        delev_top_up = np.where(perp_low, np.minimum(idle + borrowable, cash_for(gcut)), 0.0)
+        delev_borrow = np.maximum(delev_top_up - idle, 0.0)
+        equity_d = equity + delev_top_up
         left = (1.0 - gcut) * maint
         perp_after = np.where(
             left > 0,
@@ -374,7 +427,7 @@ def assess_book(
         # Lending venue below min health: repay from idle cash, then from perp margin above its
         # target (a hedge's profit), and sell collateral only for what is left.
         need_r = np.where(lend_low, np.maximum(0.0, debt - lt_value / h_t), 0.0)
-        from_idle = np.minimum(idle - delev_top_up, need_r)
+        from_idle = np.minimum(np.maximum(idle - delev_top_up, 0.0), need_r)
         # Only posted cash can be withdrawn (unrealised profit stays in the position).
         surplus = np.where(
             perp_low, 0.0, np.clip(equity - margin_target, 0.0, np.maximum(book.margin, 0.0))
@@ -385,7 +438,7 @@ def assess_book(
         cures = from_idle + from_margin >= need_r * (1.0 - 1e-9)
         repay = np.where(lend_low & cures, from_idle + from_margin, 0.0)
         from_margin = np.where(cures, from_margin, 0.0)
-        debt_r = debt - repay
+        debt_r = debt - repay + delev_borrow
         den = h_t * coll_value * (1.0 - swap_worst) - lt_value
         f = np.where(den > 0, (h_t * debt_r - lt_value) / np.where(den > 0, den, 1.0), 1.0)
         f = np.where(lend_low & (h_t * debt_r > lt_value * (1 + 1e-12)), np.clip(f, 0.0, 1.0), 0.0)
@@ -434,7 +487,6 @@ def assess_book(
     # contraction: each dollar swept raises the caps, and the hedge they allow keeps a fraction
     # of a dollar more). Kept for the hedge at the uncapped leverage instead, $259k of the
     # Balanced vault's margin sat idle after `flash` and held it at 1.18× against 1.39× before.
-    lev_free = most_conservative(lev_vol, lev_cppi, lev_kelly, m["max_leverage"])
     hedge_units = target_delta_units(m["hedge_target"][:, None], nav[:, None], weights, price)
     unit_usd = nav[:, None] * weights / np.where(has, price, 1.0)
     # The vault takes a repayDebt only if it raises binding health: the margin withdrawn may
@@ -513,6 +565,7 @@ def assess_book(
         delev_cost=delev_cost,
         at_stake_usd=pen * (debt + total_notional),
         delev_top_up=delev_top_up,
+        delev_borrow=delev_borrow,
         delev_repay=repay,
         delev_margin_withdraw=np.where(lend_low, from_margin, 0.0),
         margin_target=margin_target,

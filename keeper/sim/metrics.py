@@ -22,7 +22,10 @@ worst, `sharpe` the mean. Definitions:
   a loss the move made lowers the mandate's target, and no policy may go back above it),
   judged with the keeper's rebalance band (``max(0.10, 10 % × it)``); implied vol is *back* at
   the first step from the move on where every underlying's IV is within ``IV_BACK_TOLERANCE``
-  of its level at the end of the lead-in; the metric is the hours from then to the first step
+  of its level at the end of the lead-in, counted no earlier than the end of the move (the first
+  step of the flat tail: a cut part-way through a 48 h rally, after a lead-in with no IV
+  spike, would otherwise fall after a recovery already counted at the rally's first hour);
+  the metric is the hours from then to the first step
   whose leverage is inside the band (0 if it already is; ``inf`` if it never gets there; None
   when IV never comes back within the path — run a longer ``--tail-hours``). Combined as the
   worst;
@@ -150,32 +153,37 @@ def cppi_cap(o: Observation, bands: Bands) -> float:
 
 def recovery_hours(end: Sequence[Observation], market: Sequence[MarketStep],
                    shock_step: int | None, step_s: int,
-                   bands: Bands | None = None) -> float | None:
-    """Hours from implied vol being back to leverage being back to its value at the end of the
-    lead-in (module docstring); without `bands`, no CPPI cap."""
+                   bands: Bands | None = None, move_end: int | None = None) -> float | None:
+    """Hours from implied vol being back (and the move over: `move_end`, the first step of
+    the flat tail) to leverage being back to its value at the end of the lead-in (module
+    docstring); without `bands`, no CPPI cap."""
     if shock_step is None:
         return None
     lead_in = {o.step: o for o in end}.get(shock_step - 1)
     return _recovery(end, market, shock_step, step_s, bands,
-                     None if lead_in is None else lead_in.leverage)
+                     None if lead_in is None else lead_in.leverage, move_end)
 
 
 def recovery_hours_to_target(end: Sequence[Observation], market: Sequence[MarketStep],
                              shock_step: int | None, step_s: int, targets: Mapping[int, float],
-                             bands: Bands | None = None) -> float | None:
+                             bands: Bands | None = None,
+                             move_end: int | None = None) -> float | None:
     """Hours from implied vol being back to leverage being back to the policy's own target at
     the end of the lead-in (`targets`: step → target; module docstring); without `bands`, no
     CPPI cap."""
     if shock_step is None:
         return None
-    return _recovery(end, market, shock_step, step_s, bands, targets.get(shock_step - 1))
+    return _recovery(end, market, shock_step, step_s, bands, targets.get(shock_step - 1),
+                     move_end)
 
 
 def _recovery(end: Sequence[Observation], market: Sequence[MarketStep], shock_step: int,
-              step_s: int, bands: Bands | None, reference: float | None) -> float | None:
-    """Hours from the first step from `shock_step` on with every IV back within
-    `IV_BACK_TOLERANCE` of its level at the end of the lead-in, to the first step whose
-    leverage is within the rebalance band of `reference` (capped by CPPI when `bands`)."""
+              step_s: int, bands: Bands | None, reference: float | None,
+              move_end: int | None = None) -> float | None:
+    """Hours from the first step from `shock_step` (and `move_end`, when given) on with every
+    IV back within `IV_BACK_TOLERANCE` of its level at the end of the lead-in, to the first
+    step whose leverage is within the rebalance band of `reference` (capped by CPPI when
+    `bands`)."""
     if reference is None:
         return None
     iv_at = {m.step: m.iv for m in market}
@@ -186,7 +194,7 @@ def _recovery(end: Sequence[Observation], market: Sequence[MarketStep], shock_st
     iv0 = iv_at[before]
     back = next(
         (m.step for m in sorted(market, key=lambda m: m.step)
-         if m.step >= shock_step
+         if m.step >= max(shock_step, move_end or 0)
          and all(m.iv[u] <= iv0[u] * (1.0 + IV_BACK_TOLERANCE) for u in iv0)),
         None,
     )
@@ -202,8 +210,10 @@ def _recovery(end: Sequence[Observation], market: Sequence[MarketStep], shock_st
 
 
 def vault_metrics(run: VaultRun, step_s: int, market: Sequence[MarketStep] = (),
-                  shock_step: int | None = None) -> dict[str, Any]:
-    """Every metric of one vault over one path (`market` and `shock_step`: for recovery)."""
+                  shock_step: int | None = None,
+                  move_end: int | None = None) -> dict[str, Any]:
+    """Every metric of one vault over one path (`market`, `shock_step` and `move_end`: for
+    recovery)."""
     bands = run.bands
     obs = sorted(run.observations, key=lambda o: (o.block, o.phase != "oracle"))
     end = [o for o in run.observations if o.phase == PHASE_END]
@@ -237,9 +247,9 @@ def vault_metrics(run: VaultRun, step_s: int, market: Sequence[MarketStep] = (),
         "time_to_safe_blocks": max(spans) if spans else None,
         "breaches": len(spans),
         "hours_delta_outside_band": delta_out * hours,
-        "recovery_hours": recovery_hours(end, market, shock_step, step_s, bands),
+        "recovery_hours": recovery_hours(end, market, shock_step, step_s, bands, move_end),
         "recovery_hours_to_target": recovery_hours_to_target(
-            end, market, shock_step, step_s, run.targets, bands
+            end, market, shock_step, step_s, run.targets, bands, move_end
         ),
         "pre_shock_leverage": before.leverage if before is not None else None,
         "pre_shock_target": run.targets.get(shock_step - 1) if shock_step is not None else None,
@@ -267,7 +277,7 @@ def combine(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def path_metrics(run: PathRun) -> dict[str, Any]:
     """One path: per vault (by name) and their combination."""
-    vaults = {v.name: vault_metrics(v, run.step_s, run.market, run.shock_step)
+    vaults = {v.name: vault_metrics(v, run.step_s, run.market, run.shock_step, run.move_end)
               for v in run.vaults}
     return {"path": run.path, "seed": run.seed, "total": combine(vaults.values()),
             "vaults": vaults}

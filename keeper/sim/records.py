@@ -126,6 +126,8 @@ class PathRun:
     timings: dict[str, float] = field(default_factory=dict)
     #: The first step of the scenario's move (None: no single move to recover from).
     shock_step: int | None = None
+    #: The first step of the final flat tail: the move is over (recovery counts from here on).
+    move_end: int | None = None
 
 
 __all__ = [

@@ -303,7 +303,8 @@ def _replay(world: World, service: KeeperService, policy: Any, path: ScenarioPat
     for v in vaults:
         runs[v].observations.append(observe(snaps[v], symbols, 0, PHASE_END))
     run = PathRun(path.name, path_index, path.seed, policy.name, order, path.step_s, 0.0,
-                  vaults=list(runs.values()), shock_step=path.shock_step)
+                  vaults=list(runs.values()), shock_step=path.shock_step,
+                  move_end=path.tail_start)
     first_block = int(world.w3.eth.block_number)
     lag = path.oracle_lag_steps
     for k in range(1, path.n_steps + 1):

@@ -151,13 +151,14 @@ def build_call(
     assets = {symbols.get(a.token, a.token): a for a in snap.assets}
     slip = int(snap.mandate.max_slippage_bps)
     deleverage = action.kind is ActionKind.DELEVERAGE
-    # Margin is posted first (the contract deposits it before any trade), so buys see the
-    # idle cash that is left and borrow the rest.
-    margin = _cash_units(action.margin_usd, snap.idle_usdc)
+    # Margin is posted first (the contract deposits it before any trade, borrowing what idle
+    # cash lacks), so buys see the idle cash and borrow room that are left.
+    room = max(0, borrow_room(snap) - borrow_headroom(snap.debt))
+    margin = _cash_units(action.margin_usd, snap.idle_usdc + room)
     sells: list[tuple[Any, ...]] = []
     buys: list[tuple[Any, ...]] = []
-    idle = snap.idle_usdc - margin
-    room = max(0, borrow_room(snap) - borrow_headroom(snap.debt))
+    idle = max(0, snap.idle_usdc - margin)
+    room -= max(0, margin - snap.idle_usdc)
     for sym, qty in action.spot_legs.items():
         if qty < 0:
             leg = _sell_leg(assets[sym], -qty, slip)

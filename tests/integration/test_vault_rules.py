@@ -682,6 +682,84 @@ def test_repay_debt_of_nothing_is_refused(vault, keeper, chain):
         vault.functions.repayDebt(0, 10**6, chain.deadline()).transact({"from": keeper})
 
 
+# ------------------------------------------------------------------- margin beyond idle cash
+def lending_health_after_borrow(snap, borrowed_usdc):
+    """Lending health (WAD) with `borrowed_usdc` more debt: the same Σ collateral × price ×
+    threshold over the larger debt."""
+    lt_value = snap.lendingHealth * snap.debt  # WAD × USDC units
+    return lt_value // (snap.debt + borrowed_usdc)
+
+
+def test_deleverage_borrows_the_margin_idle_cash_lacks_when_perps_bind(
+    vault2, market, chain, act
+):
+    """With the short perps binding (prices up) and lending health to spare, a deleverage's
+    margin top-up beyond idle cash is borrowed: debt up by exactly the shortfall, margin up by
+    the top-up, nothing sold, NAV unchanged, binding health up to the lower of the two venues'
+    new health."""
+    before = perp_binding(market, vault2)
+    top_up = before.idleUsdc + 50_000 * USDC
+    borrowed = top_up - before.idleUsdc
+    lending = lending_health_after_borrow(before, borrowed)
+    perp = perp_health_after(before._replace(perpAccountValue=before.perpAccountValue + top_up),
+                             {}, 0)
+    assert before.perpHealth < min(lending, perp), "the case needs a top-up that cures"
+    _, ev, _ = act(vault2, vault2.functions.deleverage([], [], top_up, chain.deadline()))
+    after = vault2.functions.snapshot().call()
+    assert 0 <= after.debt - (before.debt + borrowed) < USDC  # a block of interest
+    assert after.idleUsdc == 0
+    assert abs(after.perpAccountValue - (before.perpAccountValue + top_up)) < USDC
+    assert [a.collateral for a in after.assets] == [a.collateral for a in before.assets]
+    assert abs(after.totalAssets - before.totalAssets) < USDC
+    assert ev.healthAfter > ev.healthBefore
+    assert close(ev.healthAfter, min(lending, perp), Fraction(1, 10**5))
+
+
+def test_deleverage_borrowing_margin_while_lending_binds_is_refused(vault, keeper, chain):
+    """Seeded, the Balanced vault's lending health binds: borrowing for margin lowers it, so the
+    'deleverage' would not improve health and the vault refuses it."""
+    snap = vault.functions.snapshot().call()
+    assert snap.lendingHealth < snap.perpHealth
+    with expect_revert("VaultDeleverageNoImprovement") as r:
+        vault.functions.deleverage(
+            [], [], snap.idleUsdc + 10_000 * USDC, chain.deadline()
+        ).transact({"from": keeper})
+    assert close(r.args[0], snap.health)  # a block of interest since the read
+    assert close(r.args[1], lending_health_after_borrow(snap, 10_000 * USDC), Fraction(1, 10**5))
+
+
+def test_hedge_margin_beyond_idle_is_borrowed_within_min_health(
+    vault, admin, guardian, strategist, keeper, chain, act
+):
+    """A hedge's margin beyond idle cash is borrowed like a buy's shortfall and is checked like
+    any call that lowers health: refused under minHealth (VaultHealthTooLow with the lending
+    health it would leave) and while paused; accepted above, NAV unchanged."""
+    snap = vault.functions.snapshot().call()
+    lt_value = snap.lendingHealth * snap.debt
+    # Borrowing down to a lending health of 1.40 is allowed at minHealth 1.30, to 1.20 is not.
+    to_140 = lt_value * 10 // (14 * WAD) - snap.debt
+    to_120 = lt_value * 10 // (12 * WAD) - snap.debt
+    minimum = 13 * WAD // 10
+    send(vault.functions.setMandate(mandate_with(vault, minHealth=minimum)), strategist)
+    with expect_revert("VaultHealthTooLow") as r:
+        vault.functions.hedge([], snap.idleUsdc + to_120, chain.deadline()).transact(
+            {"from": keeper}
+        )
+    assert r.args[1] == minimum
+    assert close(r.args[0], lending_health_after_borrow(snap, to_120), Fraction(1, 10**5))
+    send(vault.functions.pause(), guardian)
+    with expect_revert("VaultPausedRiskIncrease"):
+        vault.functions.hedge([], snap.idleUsdc + to_140, chain.deadline()).transact(
+            {"from": keeper}
+        )
+    send(vault.functions.unpause(), admin)
+    _, ev, _ = act(vault, vault.functions.hedge([], snap.idleUsdc + to_140, chain.deadline()))
+    after = vault.functions.snapshot().call()
+    assert 0 <= after.debt - (snap.debt + to_140) < USDC
+    assert close(ev.healthAfter, 14 * WAD // 10, Fraction(1, 10**5))
+    assert abs(after.totalAssets - snap.totalAssets) < USDC
+
+
 def test_keeper_functions_take_no_recipient(vault):
     """No keeper-role entry point takes an address other than an `asset` (which must be listed)."""
     abi = load_artifact("RiskVault").abi

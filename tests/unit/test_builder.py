@@ -220,10 +220,15 @@ def test_margin_top_up_is_floored_to_usdc_units() -> None:
     assert plan.args == ([], [], 500_250_000, DEADLINE)
 
 
-def test_margin_top_up_is_capped_at_idle_cash() -> None:
-    plan = build(ActionKind.HEDGE, snapshot(idle_usdc=1_000 * USDC), margin_usd=2_500.0,
-                 perp_legs={"WETH": 1.0})
-    assert plan.args == ([(WETH, WAD, 2_010 * WAD)], 1_000 * USDC, DEADLINE)
+def test_margin_top_up_is_capped_at_idle_cash_plus_borrow_room() -> None:
+    # The vault borrows what idle cash lacks. Room 6 700 USDC less the headroom
+    # 2 + ceil(1 000e6 / 1e6) = 1 002 units: 6 699 998 998; with 1 000 idle, the cap is
+    # 7 699 998 998 units.
+    snap = snapshot(idle_usdc=1_000 * USDC)
+    plan = build(ActionKind.HEDGE, snap, margin_usd=2_500.0, perp_legs={"WETH": 1.0})
+    assert plan.args == ([(WETH, WAD, 2_010 * WAD)], 2_500 * USDC, DEADLINE)
+    plan = build(ActionKind.DELEVERAGE, snap, margin_usd=10_000.0)
+    assert plan.args == ([], [], 7_699_998_998, DEADLINE)
 
 
 def test_no_margin_is_withdrawn_by_a_hedge() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 
 from keeper.errors import RiskInputError
 from keeper.policy import Action, ActionKind, Urgency, assess_batch, decide
@@ -189,8 +190,9 @@ def test_deleverage_is_never_skipped_for_cost() -> None:
 
 
 def test_perp_margin_deleverage_cuts_perps_pro_rata_and_keeps_the_hedge() -> None:
-    # margin 55k vs maintenance 500 × 2000 × 5 % = 50k: perp health 1.1, lending fine (2.4).
-    v = vault(perp_margin_usd=55_000.0, nav_usd=1_055_000.0,
+    # margin 55k vs maintenance 500 × 2000 × 5 % = 50k: perp health 1.1; lending health
+    # 1.2M / 950k = 1.263, above min 1.25 but under the deleverage's 1.30: no room to borrow.
+    v = vault(perp_margin_usd=55_000.0, debt_usdc=950_000.0, nav_usd=605_000.0,
               perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
     (a,) = decide(v, mandate(), market(), costs())
     assert a.kind is ActionKind.DELEVERAGE
@@ -207,6 +209,83 @@ def test_perp_margin_deleverage_cuts_perps_pro_rata_and_keeps_the_hedge() -> Non
     left = (1 - cut) * 500.0
     equity = 55_000 - cut * 1_000_000 * 0.0005 - left * 2_000 * 0.15
     assert equity / (left * 2_300 * 0.05) == pytest.approx(1.35, rel=1e-9)
+
+
+def short_book_at_perp_health_1_1(debt: float) -> VaultState:
+    """The short of the test above (perp health 1.1) with ``debt`` against 1.5M of ETH."""
+    return vault(perp_margin_usd=55_000.0, debt_usdc=debt, nav_usd=1_555_000.0 - debt,
+                 perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
+
+
+def test_perp_deleverage_borrows_its_margin_against_lending_room_first() -> None:
+    # Lending health 1.2M / 500k = 2.4: room down to the deleverage's 1.30 is 1.2M / 1.3 − 500k
+    # = 423,077, more than the 227,625 − 55,000 = 172,625 the margin target needs. So the whole
+    # top-up is borrowed and nothing is sold or cut: lending health 1.2M / 672,625 = 1.784,
+    # perp health 227,625 / 50,000 = 4.55. (Before, it bought back 76 % of the short and sold
+    # as much spot.)
+    (a,) = decide(short_book_at_perp_health_1_1(500_000.0), mandate(), market(), costs())
+    assert a.kind is ActionKind.DELEVERAGE
+    assert a.spot_legs == {} and a.perp_legs == {}
+    assert a.margin_usd == pytest.approx(172_625.0, rel=1e-12)
+    assert a.inputs["margin_borrow_usd"] == pytest.approx(172_625.0, rel=1e-12)
+    assert a.inputs["lending_health_after"] == pytest.approx(1.2e6 / 672_625, rel=1e-12)
+    assert a.inputs["perp_health_after"] == pytest.approx(227_625 / 50_000, rel=1e-12)
+    assert "$172,625 of it borrowed" in a.reason
+
+
+def test_perp_deleverage_cuts_only_what_the_lending_room_cannot_fund() -> None:
+    # Room 100k (debt 1.2M / 1.3 − 100k): 100k borrowed, equity 155k, and the cut covers the
+    # rest of the 227,625 target: g = (227,625 − 155,000) / (227,625 − 500) = 72,625 / 227,125,
+    # matched by the same ETH sold. (target_vol 2: leverage 1.5M / 732k = 2.05 sits inside the
+    # band of the 2.27 the health cap allows, so the band does not limit the borrow.)
+    m = mandate(target_vol=2.0)
+    v = short_book_at_perp_health_1_1(1.2e6 / 1.3 - 100_000.0)
+    (a,) = decide(v, m, market(), costs(), PolicyParams(design_gap=0.20))
+    assert a.kind is ActionKind.DELEVERAGE
+    assert a.margin_usd == pytest.approx(100_000.0, rel=1e-9)
+    assert a.perp_legs["ETH"] / 500.0 == pytest.approx(72_625 / 227_125, rel=1e-9)
+    assert a.spot_legs["ETH"] == pytest.approx(-a.perp_legs["ETH"], rel=1e-12)
+
+
+def test_perp_deleverage_cuts_until_leverage_stays_in_the_band_the_borrowing_leaves() -> None:
+    # Debt 700k: NAV 1.5M − 700k + 55k = 855k, leverage 1.5M / 855k = 1.7544, lending room
+    # 1.2M / 1.3 − 700k = 223,077. The target is the stress cap (target_vol 2 puts vol
+    # targeting at 4, max leverage at 3): ETH −35 % leaves LT 0.52, so T = 1.05 K / (855k ×
+    # 0.53) with K = 800k − borrowed. Borrowing all 172,625 the margin target needs drops T to
+    # 1.4538, and 1.7544 > 1.1 T: a rebalance would sell next tick. So the rescue cuts a
+    # fraction g of the short and sells as much ETH (1M × g, at 40 bps), needing
+    # b(g) = (1 − g) 227,625 − 55,000 + 500 g of borrowed margin, until
+    # (1.5M − 1M g) / (855k − 4,500 g) = 1.1 × 1.05 (800k − b(g)) / (855k × 0.53).
+    def gap(g: float, vol_cap: float = math.inf) -> float:
+        b = (1 - g) * 227_625 - 55_000 + 500 * g
+        target = min(vol_cap, 1.05 * (800_000 - b) / (855_000 * 0.53))
+        return (1.5e6 - 1e6 * g) / (855_000 - 4_500 * g) - 1.1 * target
+
+    g = brentq(gap, 0.0, 1.0, xtol=1e-14)
+    (a,) = decide(short_book_at_perp_health_1_1(700_000.0), mandate(target_vol=2.0), market(),
+                  costs())
+    assert a.kind is ActionKind.DELEVERAGE
+    assert a.perp_legs["ETH"] / 500.0 == pytest.approx(g, rel=1e-7)
+    assert a.spot_legs["ETH"] == pytest.approx(-a.perp_legs["ETH"], rel=1e-12)
+    borrowed = (1 - g) * 227_625 - 55_000 + 500 * g
+    assert a.margin_usd == pytest.approx(borrowed, rel=1e-7)
+    assert a.inputs["margin_borrow_usd"] == pytest.approx(borrowed, rel=1e-7)
+    # With the default target_vol vol targeting caps it at 0.75 / 0.50 = 1.5: already above
+    # that band (1.65) before any borrowing, the same rule cuts to the band's top in the call.
+    g_vol = brentq(lambda x: gap(x, 1.5), 0.0, 1.0, xtol=1e-14)
+    assert g_vol > g
+    (b,) = decide(short_book_at_perp_health_1_1(700_000.0), mandate(), market(), costs())
+    assert b.perp_legs["ETH"] / 500.0 == pytest.approx(g_vol, rel=1e-7)
+    assert b.margin_usd == pytest.approx((1 - g_vol) * 227_625 - 55_000 + 500 * g_vol, rel=1e-7)
+
+
+def test_a_lending_breach_never_borrows_for_margin() -> None:
+    # Both venues low (lending 1.2M / 1M = 1.2 < 1.25, perp 1.1): no borrowing, the idle cash
+    # (none here) is all the margin there is, and the cure sells.
+    (a,) = decide(short_book_at_perp_health_1_1(1_000_000.0), mandate(), market(), costs())
+    assert a.kind is ActionKind.DELEVERAGE
+    assert a.margin_usd == 0.0 and a.inputs["margin_borrow_usd"] == 0.0
+    assert a.spot_legs["ETH"] < 0
 
 
 def test_paused_vault_only_deleverages() -> None:

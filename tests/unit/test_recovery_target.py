@@ -59,6 +59,24 @@ def test_held_leverage_never_comes_back_but_the_own_target_is_reached() -> None:
     assert recovery_hours_to_target(end, MARKET, SHOCK, 3600, {**TARGETS, 3: 5.0}) == 2.0
 
 
+def test_recovery_counts_from_the_end_of_the_move_not_from_its_first_hour() -> None:
+    # A rally: IV never leaves 0.60, so IV is "back" at the move's first step (3). The vault
+    # holds 1.44 through step 5, is cut to 0.63 at step 6 (part-way up) and stays there; the
+    # move ends at step 8 (the first flat step). Counted from step 3 the held leverage is
+    # inside 1.44 ± 0.144 at once: 0 h, and the cut never shows. Counted from the move's end,
+    # 0.63 is out for good: inf; a vault back at 1.40 by step 9 recovers in 9 − 8 = 1 h.
+    calm = [replace(m, iv={**m.iv, "ETH": 0.6}) for m in MARKET]
+    cut = end_obs([1.44] * 5 + [0.63] * 5)
+    assert recovery_hours(cut, calm, SHOCK, 3600) == 0.0
+    assert recovery_hours(cut, calm, SHOCK, 3600, move_end=8) == math.inf
+    back = end_obs([1.44] * 5 + [0.63] * 3 + [1.40] * 2)
+    assert recovery_hours(back, calm, SHOCK, 3600, move_end=8) == 1.0
+    # The later of the two: with IV back only at step 6 (MARKET), a move that ended at step 4
+    # counts from 6, as before.
+    assert recovery_hours_to_target(end_obs(LEVERAGE), MARKET, SHOCK, 3600, TARGETS,
+                                    move_end=4) == 2.0
+
+
 def test_no_target_at_the_end_of_the_lead_in_is_no_figure() -> None:
     end = end_obs(LEVERAGE)
     # hold and threshold record none; a keeper tick that failed at step 2 neither (step 1's
