@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,8 @@ from keeper.risk.validation import BoolArray, FloatArray
 
 logger = logging.getLogger(__name__)
 
-#: Bisection steps for the margin-limited hedge scale: 2^-30 of the full size is plenty.
+#: Bisection steps for the margin-limited hedge scale and the perp rescue's cut: 2^-30 of the
+#: full size is plenty.
 HEDGE_SCALE_BISECTIONS: int = 30
 #: A sweep leaves perp health at least this fraction above the lending health before it (the
 #: vault refuses a repayDebt that does not raise binding health; funding moves it meanwhile).
@@ -209,6 +211,18 @@ def _p_below_one(health: FloatArray, vol_h: FloatArray) -> FloatArray:
     return np.where(np.isinf(health), 0.0, p)
 
 
+def _bisect(ok: Callable[[FloatArray], BoolArray], good: FloatArray,
+            bad: FloatArray) -> FloatArray:
+    """(V,) per vault, the point of [good, bad] (either order) nearest ``bad`` where the
+    monotone predicate ``ok`` still holds, to 2^-HEDGE_SCALE_BISECTIONS of the interval;
+    ``ok(good)`` is assumed, ``good`` is returned where even that is not so."""
+    for _ in range(HEDGE_SCALE_BISECTIONS):
+        mid = 0.5 * (good + bad)
+        holds = ok(mid)
+        good, bad = np.where(holds, mid, good), np.where(holds, bad, mid)
+    return good
+
+
 def margin_requirements(
     size: FloatArray, price: FloatArray, mm_frac: FloatArray, keep_health: FloatArray,
     params: PolicyParams,
@@ -348,7 +362,6 @@ def assess_book(
     )
     lev_free = most_conservative(lev_vol, lev_cppi, lev_kelly, m["max_leverage"])
 
-
     # Deleverage: sells pro rata until health is back at min_health + buffer (worst fill).
     swap_exp = (costs.swap_fee_bps + costs.swap_slippage_bps) * BPS
     swap_worst = (costs.swap_fee_bps + m["max_slippage_bps"]) * BPS
@@ -404,16 +417,13 @@ def assess_book(
             return out
 
         g_band = np.zeros(book.n_vaults)
-        # (Not where even a full cut would leave it above: then the rebalance's own cut, which
-        # sells spot alone, is the lever, and the rescue only cures the margin.)
-        banded = (borrowable > 0) & ~in_band(g_band) & in_band(np.ones(book.n_vaults))
-        if np.any(banded):
-            lo, hi = np.zeros(book.n_vaults), np.ones(book.n_vaults)
-            for _ in range(HEDGE_SCALE_BISECTIONS):
-                mid = 0.5 * (lo + hi)
-                ok = in_band(mid)
-                lo, hi = np.where(ok, lo, mid), np.where(ok, mid, hi)
-            g_band = np.where(banded, hi, 0.0)
+        if np.any(borrowable > 0):
+            # (Not where even a full cut would leave it above: then the rebalance's own cut,
+            # which sells spot alone, is the lever, and the rescue only cures the margin.)
+            ones = np.ones(book.n_vaults)
+            banded = (borrowable > 0) & ~in_band(g_band) & in_band(ones)
+            if np.any(banded):
+                g_band = np.where(banded, _bisect(in_band, ones, g_band), 0.0)
         gcut = np.where(perp_low, np.clip(np.maximum(g_cash, g_band), 0.0, 1.0), 0.0)
         delev_top_up = np.where(perp_low, np.minimum(idle + borrowable, cash_for(gcut)), 0.0)
         delev_borrow = np.maximum(delev_top_up - idle, 0.0)
@@ -659,12 +669,8 @@ def assess_hedge(
     fits = hard_full <= hedge_cash
     scale = ones.copy()
     if not np.all(fits):
-        lo, hi = np.zeros(book.n_vaults), ones.copy()
-        for _ in range(HEDGE_SCALE_BISECTIONS):
-            mid = 0.5 * (lo + hi)
-            ok = margin_need(mid)[0] <= hedge_cash
-            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-        scale = np.where(fits, 1.0, lo)
+        fits_at = _bisect(lambda k: margin_need(k)[0] <= hedge_cash, np.zeros(book.n_vaults), ones)
+        scale = np.where(fits, 1.0, fits_at)
     _, wanted = margin_need(scale)
     hedge_top_up = np.clip(wanted, 0.0, np.maximum(hedge_cash, 0.0))
     hedge_legs = scale[:, None] * full

@@ -168,9 +168,9 @@ def recovery_hours_to_target(end: Sequence[Observation], market: Sequence[Market
                              shock_step: int | None, step_s: int, targets: Mapping[int, float],
                              bands: Bands | None = None,
                              move_end: int | None = None) -> float | None:
-    """Hours from implied vol being back to leverage being back to the policy's own target at
-    the end of the lead-in (`targets`: step → target; module docstring); without `bands`, no
-    CPPI cap."""
+    """Hours from implied vol being back (and the move over: `move_end`) to leverage being back
+    to the policy's own target at the end of the lead-in (`targets`: step → target; module
+    docstring); without `bands`, no CPPI cap."""
     if shock_step is None:
         return None
     return _recovery(end, market, shock_step, step_s, bands, targets.get(shock_step - 1),
