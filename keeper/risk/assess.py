@@ -378,7 +378,7 @@ def assess_book(
         # idle cash lacks) down to the deleverage's target health and within the pool's LTV:
         # in a rally the collateral that rose pays the shorts' margin.
         ltv_value = (coll_usd * book.ltv).sum(axis=1)
-        room_h = np.where(np.isinf(lending), np.inf, lt_value / h_t - debt)
+        room_h = lt_value / h_t - debt  # also without debt: infinite health is no licence
         room_ltv = (1.0 - BORROW_ROOM_SLACK) * ltv_value - debt
         borrowable = np.where(
             perp_low & ~lend_low, np.clip(np.minimum(room_h, room_ltv), 0.0, None), 0.0

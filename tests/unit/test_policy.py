@@ -279,6 +279,24 @@ def test_perp_deleverage_cuts_until_leverage_stays_in_the_band_the_borrowing_lea
     assert b.margin_usd == pytest.approx((1 - g_vol) * 227_625 - 55_000 + 500 * g_vol, rel=1e-7)
 
 
+def test_a_vault_without_debt_borrows_its_rescue_only_down_to_the_target_health() -> None:
+    # 100 ETH (200k, LT 160k, LTV 150k) and no debt; short 5,000 ETH on 550k of margin: perp
+    # health 550k / 500k = 1.1. Its margin target is the design rise at 1.35: 10M × 0.15 +
+    # 1.35 × 10M × 1.15 × 5 % = 2,276,250, far beyond what lending can give. Lending health is
+    # infinite without debt, but the rescue still borrows only down to 1.30: 160k / 1.3 =
+    # 123,077 (the pool's LTV would allow 149,850 and leave 160k / 149,850 = 1.07), and cuts
+    # g = (2,276,250 − 550,000 − 123,077) / (2,276,250 − 5,000) of the short.
+    v = vault(assets=(eth(collateral=100.0),), debt_usdc=0.0, perp_margin_usd=550_000.0,
+              nav_usd=750_000.0, perps=(PerpPosition("ETH", -5_000.0, 2_000.0, 0.0, 0.05),))
+    (a,) = decide(v, mandate(), market(), costs())
+    assert a.kind is ActionKind.DELEVERAGE
+    assert a.margin_usd == pytest.approx(160_000 / 1.3, rel=1e-9)
+    assert a.inputs["lending_health_after"] == pytest.approx(1.3, rel=1e-9)
+    assert a.perp_legs["ETH"] / 5_000.0 == pytest.approx(
+        (2_276_250 - 550_000 - 160_000 / 1.3) / 2_271_250, rel=1e-9
+    )
+
+
 def test_a_lending_breach_never_borrows_for_margin() -> None:
     # Both venues low (lending 1.2M / 1M = 1.2 < 1.25, perp 1.1): no borrowing, the idle cash
     # (none here) is all the margin there is, and the cure sells.
