@@ -31,6 +31,7 @@ from keeper.sim.shapes import (
     GAS_CALM_GWEI,
     IV_HALF_LIFE_H,
     IV_LEVERAGE,
+    IV_UP_RESPONSE,
     SHAPE_NOISE_VOL,
     Body,
     FloatArray,
@@ -287,6 +288,17 @@ def _gap_scenario(pct: int) -> Scenario:
         _gap(1 - pct / 100), rho=1.0, noise_vol=(0.0, 0.0))
 
 
+def _squeeze_scenario(pct: int) -> Scenario:
+    """A one-block gap up: what the short perp hedges cannot outrun (the design rise)."""
+    up = 1 + pct / 100
+    return _move(
+        f"squeeze{pct}", f"24 h flat, then ONE 1 h step: ETH +{pct} % (x{up:.2f}), BTC "
+        f"{BTC_BETA} x ETH's log move; IV falls {IV_UP_RESPONSE} x the log rise (ETH 0.60 -> "
+        f"{0.6 * up ** -IV_UP_RESPONSE:.2f}); 24 h flat; no noise (corr 1); gas deterministic "
+        f"from {GAS_CALM_GWEI:.0f} gwei; lag 0; {_T}",
+        _gap(up), rho=1.0, noise_vol=(0.0, 0.0))
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _scenario("gbm", f"7 d GBM, zero drift, vol ETH 60 % / BTC 50 %, corr 0.8; IV start + "
               f"leverage response ({IV_LEVERAGE} x log return, half-life 24 h); {_GAS}; lag 0; "
@@ -300,6 +312,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _gap_scenario(35),
     _gap_scenario(45),
     _gap_scenario(50),
+    _squeeze_scenario(15),
     _move("crash50", f"24 h lead-in, ETH -50 % over 48 h (smooth in log), BTC beta {BTC_BETA}, "
           f"{_NOISE}, corr 0.8; IV spikes; {_GAS}; lag 0; {_T}",
           (_LEAD_IN, _beta(48, 0.5, smooth=True))),

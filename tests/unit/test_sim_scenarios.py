@@ -26,9 +26,11 @@ from keeper.sim.scenarios import (
 from keeper.sim.shapes import FloatArray
 
 L = LEAD_IN_HOURS
-ORDER = ["gbm", "regime", "jumps", "gap35", "gap45", "gap50", "crash50", "bleed60", "flash",
-         "rally", "black-thursday", "may-2021", "aug-2024"]
+ORDER = ["gbm", "regime", "jumps", "gap35", "gap45", "gap50", "squeeze15", "crash50", "bleed60",
+         "flash", "rally", "black-thursday", "may-2021", "aug-2024"]
 GAPS = {"gap35": 0.65, "gap45": 0.55, "gap50": 0.50}
+#: One-step gaps either way: the paths are deterministic.
+ONE_STEP = {**GAPS, "squeeze15": 1.15}
 CRASHES = ["gap35", "gap45", "gap50", "crash50", "bleed60", "flash", "black-thursday",
            "may-2021", "aug-2024"]
 
@@ -55,7 +57,7 @@ def hourly(p: ScenarioPath, u: str) -> FloatArray:
 def test_registry_order_and_lookup() -> None:
     assert list(SCENARIOS) == ORDER
     assert all(get_scenario(n).name == n for n in ORDER)
-    assert [n for n in ORDER if not SCENARIOS[n].stochastic] == list(GAPS)
+    assert [n for n in ORDER if not SCENARIOS[n].stochastic] == list(ONE_STEP)
 
 
 def test_unknown_name_raises_naming_the_known_ones() -> None:
@@ -79,7 +81,7 @@ def test_same_seed_gives_identical_arrays(name: str) -> None:
 def test_other_path_differs_unless_deterministic(name: str) -> None:
     a, b = gen(name, path=0), gen(name, path=1)
     same = [np.array_equal(x, y) for x, y in zip(arrays(a), arrays(b), strict=True)]
-    if name in GAPS:
+    if name in ONE_STEP:
         assert all(same)
     else:
         assert not any(same)
@@ -183,6 +185,19 @@ def test_gap_is_exact_one_step(name: str, ratio: float) -> None:
     assert 1.1 < iv[L + 1] < 1.8 and iv[L + 1] == iv.max()
     fee = p.base_fee_gwei
     assert np.all(fee[: L + 1] == 25.0) and fee[L + 1] == fee.max() > 100.0
+
+
+def test_squeeze_is_one_step_up_with_iv_a_little_lower() -> None:
+    p = gen("squeeze15")
+    e, b, iv = p.spot["ETH"], p.spot["BTC"], p.iv["ETH"]
+    assert np.all(e[: L + 1] == 1.0) and e[L + 1] == pytest.approx(1.15, abs=1e-12)
+    assert math.log(b[L + 1]) == pytest.approx(0.8 * math.log(1.15), abs=1e-12)
+    assert np.all(e[L + 1:] == e[L + 1])
+    # A rise lowers IV by 0.4 x its log move: 0.60 x 1.15^-0.4 = 0.567.
+    assert iv[L + 1] == pytest.approx(0.60 * 1.15**-0.4, rel=1e-12)
+    assert iv[L + 1] == pytest.approx(0.5673, abs=1e-4) and iv[L + 1] == iv.min()
+    # Gas rises with |move| both ways: 25 x 1.15^4 at the step (log fee + 4 x |log move|).
+    assert p.base_fee_gwei[L + 1] == pytest.approx(25 * 1.15**4.0, rel=1e-9)
 
 
 def test_bigger_gaps_cost_more_gas() -> None:
