@@ -501,6 +501,7 @@ def _rebalance(a: Assessment, r: Rows, v: int) -> Action:
             "lev_stress": r["lev_stress"][v],
             "lev_health": r["lev_health"][v],
             "lev_borrow": r["lev_borrow"][v],
+            "lev_hedge_margin": r["lev_margin"][v],
             "basket_vol": r["basket_vol"][v],
             "cost_usd": r["rebalance_cost"][v],
         }
@@ -531,6 +532,7 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
             "hedge_scale": r["hedge_scale"][v],
             "cost_usd": r["hedge_cost"][v],
             "margin_top_up_usd": r["hedge_top_up"][v],
+            "margin_borrow_usd": r["hedge_borrow"][v],
             "margin_target_usd": r["margin_target"][v],
         }
     )
@@ -556,7 +558,8 @@ def _hedge(a: Assessment, r: Rows, v: int) -> Action:
         urgency=HEDGE_URGENCY,
         expected_benefit_usd=r["hedge_benefit"][v],
         expected_cost_usd=r["hedge_cost"][v],
-        reason=f"net delta off target by {worst_ratio:.2f}× the band ({worst})",
+        reason=f"net delta off target by {worst_ratio:.2f}× the band ({worst})"
+        + _top_up_reason(r["hedge_top_up"][v], r["hedge_borrow"][v]),
         inputs=MappingProxyType(inputs),
         perp_legs=_legs(a, r, "hedge_legs", v),
         margin_usd=r["hedge_top_up"][v] if r["hedge_top_up"][v] > MIN_CASH_USD else 0.0,

@@ -89,6 +89,9 @@ class Assessment:
     lev_stress: FloatArray
     lev_health: FloatArray
     lev_borrow: FloatArray
+    #: A re-lever's cap at the lending equity its hedge's margin leaves (inf where no leverage
+    #: is added); the target never goes below today's leverage for it.
+    lev_margin: FloatArray
     target_leverage: FloatArray
     #: Per venue: below the mandate's min health (what a deleverage would cure).
     lending_low: BoolArray
@@ -160,8 +163,10 @@ class HedgeAssessment:
     scale: FloatArray
     benefit: FloatArray
     cost: FloatArray
-    #: USD of idle cash posted as perp margin with the hedge.
+    #: USD posted as perp margin with the hedge: idle cash, then borrowed.
     top_up: FloatArray
+    #: The part of ``top_up`` the vault borrows.
+    borrow: FloatArray
     net_delta_post: FloatArray
     target_delta: FloatArray
     band_usd: FloatArray
@@ -361,6 +366,36 @@ def assess_book(
         lev_vol, lev_cppi, lev_kelly, m["max_leverage"], lev_stress, lev_health, lev_borrow
     )
     lev_free = most_conservative(lev_vol, lev_cppi, lev_kelly, m["max_leverage"])
+    # A re-lever grows its hedge, and the margin that hedge posts is lending equity no more:
+    # idle cash up to the margin target of the book at the target leverage, and at least the
+    # initial margin the growth needs, borrowed where idle cash lacks it (see `assess_hedge`).
+    # The lending caps are taken again at the equity that leaves (the margin at the first
+    # target is at least the margin at any lower one, so the cap errs low), and the target is
+    # never cut below today's leverage for it: the hedge's margin only stops leverage being
+    # added. Left out, a vault whose perps were liquidated spent its idle cash on spot, had no
+    # margin left for the hedge, and so never re-levered ($850k idle at 0.12x for 72 h).
+    adds = target_lev > leverage
+    hedge_units = target_delta_units(m["hedge_target"][:, None], nav[:, None], weights, price)
+    unit_usd = nav[:, None] * weights / np.where(has, price, 1.0)
+    if np.any(adds):
+        # The perps that put net delta back on the mandate's target after the buys, where it
+        # would be outside the mandate's band (the hedge's no-trade band is never narrower).
+        bought = target_lev[:, None] * unit_usd - book.coll
+        gap_at = np.where(has, hedge_units - net_delta - bought, 0.0)
+        off_at = np.abs(gap_at) * price > m["hedge_band"][:, None] * nav[:, None]
+        size_at = book.perp_size + np.where(off_at, gap_at, 0.0)
+        im_at, want_at = margin_requirements(size_at, price, mm_frac, thr, params)
+        grows_at = np.any(np.abs(size_at) > np.abs(book.perp_size) * (1 + 1e-12), axis=1)
+        hard_at = np.where(grows_at, np.maximum(im_at - equity, 0.0), 0.0)
+        posts = np.maximum(np.minimum(np.maximum(want_at - equity, 0.0), idle), hard_at)
+        funded = idle - posts if params.fund_buys_from_idle else -np.maximum(posts - idle, 0.0)
+        carried = most_conservative(lev_free, *lending_caps(coll_value - debt + funded))
+        lev_margin = np.where(adds, carried, np.inf)
+        target_lev = np.where(
+            adds, np.maximum(np.minimum(target_lev, carried), leverage), target_lev
+        )
+    else:
+        lev_margin = np.full(nav.shape, np.inf)
 
     # Deleverage: sells pro rata until health is back at min_health + buffer (worst fill).
     swap_exp = (costs.swap_fee_bps + costs.swap_slippage_bps) * BPS
@@ -497,8 +532,6 @@ def assess_book(
     # contraction: each dollar swept raises the caps, and the hedge they allow keeps a fraction
     # of a dollar more). Kept for the hedge at the uncapped leverage instead, $259k of the
     # Balanced vault's margin sat idle after `flash` and held it at 1.18× against 1.39× before.
-    hedge_units = target_delta_units(m["hedge_target"][:, None], nav[:, None], weights, price)
-    unit_usd = nav[:, None] * weights / np.where(has, price, 1.0)
     # The vault takes a repayDebt only if it raises binding health: the margin withdrawn may
     # lower perp health only to SWEEP_HEALTH_MARGIN above the lending health the repay raises,
     # and with perp health the binding one, not at all. In `regime` a sweep took the
@@ -565,6 +598,7 @@ def assess_book(
         lev_stress=lev_stress,
         lev_health=lev_health,
         lev_borrow=lev_borrow,
+        lev_margin=lev_margin,
         target_leverage=target_lev,
         lending_low=lend_low,
         perp_low=perp_low,
@@ -644,10 +678,8 @@ def assess_hedge(
     full = np.where(out_u, -dev_units, 0.0)
     hedge_fee = (np.abs(full) * price).sum(axis=1) * perp_fee
 
-    # The cash a hedge may post as margin: idle USDC the rebalance does not spend. The rebalance
-    # spends only what is not reserved for the perp book's margin (it borrows the rest).
     buy_usd = (np.maximum(rebalance_legs, 0.0) * price).sum(axis=1)
-    hedge_cash = idle - np.minimum(np.maximum(idle - margin_reserve, 0.0), buy_usd)
+    sell_usd = (np.maximum(-rebalance_legs, 0.0) * price).sum(axis=1)
 
     def margin_need(k: FloatArray) -> tuple[FloatArray, FloatArray]:
         """(hard, wanted) top-up for scale k: hard — what the market and the health floor
@@ -664,15 +696,35 @@ def assess_hedge(
         hard = np.where(~grows & (h_k >= perp), np.minimum(hard, 0.0), hard)
         return hard, np.maximum(hard, target_k - eq_k)
 
+    # The cash a hedge may post as margin: idle USDC the rebalance does not spend — it spends
+    # none of what this hedge wants (its margin target; the buys borrow instead: the contract
+    # posts the margin first) — then, for what the market requires (initial margin for a
+    # growth, min health + buffer), lending room borrowed down to that same health after the
+    # rebalance, within the pool's LTV. Funded from idle cash alone, the hedge a re-lever needed
+    # after a perp liquidation was scaled to nothing, so the re-lever waited for good.
     ones = np.ones(book.n_vaults)
-    hard_full, _ = margin_need(ones)
+    hard_full, wanted_full = margin_need(ones)
+    keep = np.clip(np.maximum(wanted_full, margin_reserve), 0.0, idle)
+    spent = np.minimum(np.maximum(idle - keep, 0.0), buy_usd)
+    idle_cash = idle - spent
+    lt_post = (np.maximum(coll_post, 0.0) * price * book.lt * has).sum(axis=1)
+    ltv_post = (np.maximum(coll_post, 0.0) * price * book.ltv * has).sum(axis=1)
+    debt_post = np.maximum(book.debt + buy_usd - spent - sell_usd, 0.0)
+    room = np.clip(
+        np.minimum(lt_post / thr - debt_post, (1.0 - BORROW_ROOM_SLACK) * ltv_post - debt_post),
+        0.0, None,
+    )
+    hedge_cash = idle_cash + room
     fits = hard_full <= hedge_cash
     scale = ones.copy()
     if not np.all(fits):
         fits_at = _bisect(lambda k: margin_need(k)[0] <= hedge_cash, np.zeros(book.n_vaults), ones)
         scale = np.where(fits, 1.0, fits_at)
-    _, wanted = margin_need(scale)
-    hedge_top_up = np.clip(wanted, 0.0, np.maximum(hedge_cash, 0.0))
+    hard, wanted = margin_need(scale)
+    hedge_top_up = np.clip(
+        np.maximum(np.minimum(wanted, idle_cash), np.minimum(hard, hedge_cash)), 0.0, None
+    )
+    hedge_borrow = np.maximum(hedge_top_up - idle_cash, 0.0)
     hedge_legs = scale[:, None] * full
     dev_after = dev_usd + hedge_legs * price
     hedge_benefit = kappa * hz / (2.0 * safe_nav) * (_quad(dev_usd, cov) - _quad(dev_after, cov))
@@ -684,6 +736,7 @@ def assess_hedge(
         benefit=hedge_benefit,
         cost=hedge_cost,
         top_up=hedge_top_up,
+        borrow=hedge_borrow,
         net_delta_post=net_post,
         target_delta=target_units,
         band_usd=band_usd,

@@ -96,9 +96,10 @@ def test_rebalance_skipped_when_costs_exceed_benefit(caplog: pytest.LogCaptureFi
 
 def test_rebalance_skipped_when_venue_slippage_exceeds_mandate() -> None:
     # target 0.5: benefit (1M)² × QUAD ≈ 9 589 easily beats 3 000; but 60 bps > 50 bps allowed.
+    # (Net delta 750 ETH against 0.5 × NAV = 250 ETH: the hedge goes alone, on borrowed margin.)
     m = mandate(target_vol=0.25, hedge_target=0.5)
     c = costs(swap_fee_bps=0.0, swap_slippage_bps=60.0)
-    assert decide(vault(), m, market(), c) == []
+    assert kinds(decide(vault(), m, market(), c)) == [ActionKind.HEDGE]
     acts = decide(vault(), replace(m, max_slippage_bps=100), market(), c)
     assert kinds(acts) == [ActionKind.REBALANCE]
 
@@ -371,11 +372,14 @@ def test_a_hedge_does_not_wait_for_cheap_gas_and_a_breach_of_max_leverage_neithe
     (h,) = decide(hedged_vault(-250.0), mandate(), market(), costs())
     assert (h.kind, h.urgency) == (ActionKind.HEDGE, Urgency.HIGH)
     # Leverage 1.5 above a 1.2 max: the cut is a breach, HIGH; a cut to a vol target
-    # (1.5 → 1.0 with max 3.0) is NORMAL.
-    (cut,) = decide(vault(), mandate(max_leverage=1.2), market(), costs())
+    # (1.5 → 1.0 with max 3.0) is NORMAL. (Hedge target 1.0 × NAV = the 500 ETH the cut keeps:
+    # no hedge joins the call, whose urgency would then be the hedge's HIGH.)
+    (cut,) = decide(vault(), mandate(max_leverage=1.2, hedge_target=1.2), market(), costs())
     assert (cut.kind, cut.urgency) == (ActionKind.REBALANCE, Urgency.HIGH)
-    (cut,) = decide(vault(), mandate(target_vol=0.5), market(), costs())
+    assert cut.perp_legs == {}
+    (cut,) = decide(vault(), mandate(target_vol=0.5, hedge_target=1.0), market(), costs())
     assert (cut.kind, cut.urgency) == (ActionKind.REBALANCE, Urgency.NORMAL)
+    assert cut.perp_legs == {}
 
 
 def test_no_re_lever_that_its_hedge_cannot_carry() -> None:
@@ -453,18 +457,63 @@ def test_the_margin_target_carries_the_scenario_grid() -> None:
     assert target(1.25)[0] == pytest.approx(227_625.0, rel=1e-12)
 
 
-def test_hedge_that_grows_a_position_below_initial_margin_is_not_sent() -> None:
-    # Margin 80k against −500 ETH ($1M notional): initial margin with its 25 % buffer is
-    # 1M × 5 % × 2 × 1.25 = 125k > 80k, so the perp market refuses any growth of the short
-    # (PerpMarketInsufficientMargin); with no idle cash to post, no hedge. Before: a hedge sized
-    # to keep *maintenance* health (k = 12 500 / 34 000) was sent and reverted in simulation.
-    # Net delta 250 ETH is off the 0 ± 2 % mandate, so the excess spot is sold instead.
+def test_hedge_that_grows_a_position_borrows_the_initial_margin_it_lacks() -> None:
+    # Margin 80k against −500 ETH ($1M notional), no idle cash. The full hedge to −750 ETH
+    # ($1.5M) needs initial margin with its 25 % buffer, 1.5M × 5 % × 2 × 1.25 = 187 500: the
+    # perp market refuses any growth below it (PerpMarketInsufficientMargin). Equity after the
+    # fee (250 ETH × 2 000 × 5 bps = 250) is 79 750, so 107 750 is borrowed: lending room down
+    # to health 1.35 is 1.2M / 1.35 − 580k = 308 889. Before: no idle cash, no hedge, and the
+    # excess spot was sold instead (so a vault whose perps were liquidated never re-hedged).
     acts = decide(hedged_vault(-500.0, margin=80_000.0), mandate(hedge_target=0.0), market(),
                   costs())
-    assert ActionKind.HEDGE not in kinds(acts)
-    (cut,) = acts
-    assert cut.kind is ActionKind.REBALANCE and cut.perp_legs == {}
-    assert dict(cut.spot_legs) == pytest.approx({"ETH": -250.0}, rel=1e-12)
+    (h,) = acts
+    assert h.kind is ActionKind.HEDGE and h.spot_legs == {}
+    assert h.inputs["hedge_scale"] == 1.0
+    assert dict(h.perp_legs) == pytest.approx({"ETH": -250.0}, rel=1e-12)
+    assert h.margin_usd == pytest.approx(107_750.0, rel=1e-12)
+    assert h.inputs["margin_borrow_usd"] == pytest.approx(107_750.0, rel=1e-12)
+    assert "$107,750 into perp margin ($107,750 of it borrowed)" in h.reason
+
+
+def test_a_growing_hedge_borrows_only_down_to_the_health_a_trade_keeps() -> None:
+    # −500 ETH on 100k of margin, 850k of debt: NAV 1.5M + 100k − 850k = 750k, lending health
+    # 1.2M / 850k = 1.41, room down to 1.35: 1.2M / 1.35 − 850k = 38 888.9. Net delta 250 ETH
+    # off a 0 ± 2 % mandate. A hedge of k × −250 ETH needs initial margin (1M + 0.5M·k) × 0.125
+    # against equity 100k − 250·k (fee): 25 000 + 62 750·k <= 38 888.9 → k = 0.221337, all of
+    # the room borrowed. (Target 1.717 vs 2.0 is outside its band, but the cut's benefit, 576,
+    # is under its cost, 849: the hedge goes alone.)
+    v = vault(debt_usdc=850_000.0, perp_margin_usd=100_000.0, nav_usd=750_000.0,
+              perps=(PerpPosition("ETH", -500.0, 2_000.0, 0.0, 0.05),))
+    (h,) = decide(v, mandate(hedge_target=0.0, target_vol=1.0), market(), costs())
+    room = 1.2e6 / 1.35 - 850_000.0
+    k = (room - 25_000.0) / 62_750.0
+    assert h.kind is ActionKind.HEDGE
+    assert h.inputs["hedge_scale"] == pytest.approx(k, rel=1e-6)
+    assert dict(h.perp_legs) == pytest.approx({"ETH": -250.0 * k}, rel=1e-6)
+    assert h.margin_usd == pytest.approx(room, rel=1e-6)
+    assert h.inputs["margin_borrow_usd"] == pytest.approx(room, rel=1e-6)
+
+
+def test_a_re_lever_keeps_the_idle_cash_its_own_hedge_needs_as_margin() -> None:
+    # A delta-neutral vault whose perps were liquidated: 100 ETH ($200k), no debt, $800k idle,
+    # NAV 1M, leverage 0.2, target 1.5 by vol. The hedge of the book at 1.5 (−750 ETH, $1.5M)
+    # wants margin for the 15 % design rise at health 1.35: 1.5M × (0.15 + 1.35 × 1.15 × 5 %) =
+    # 341 437.5, from idle cash; the lending equity left, 1M − 341 437.5, caps the design-gap
+    # stress at 1.05 × 658 562.5 / (1M × (1.05 − 0.8 × 0.65)) = 1.304699. One call: buy to it,
+    # short as much, and post the hedge's margin, N × 0.227625 + the fee N × 5 bps at
+    # N = 652.35 ETH × 2 000. Before: the buy spent the idle cash, the hedge had none, so the
+    # re-lever waited (the simulator's squeeze15: $850k idle at 0.12× for the whole tail).
+    v = vault(assets=(eth(collateral=100.0),), debt_usdc=0.0, idle_usdc=800_000.0)
+    (a,) = decide(v, mandate(hedge_target=0.0), market(), costs())
+    target = 1.05 * (1e6 - 1.5e6 * 0.227625) / 530_000.0
+    assert a.kind is ActionKind.REBALANCE
+    assert a.inputs["target_leverage"] == pytest.approx(target, rel=1e-9)
+    assert a.inputs["lev_hedge_margin"] == pytest.approx(target, rel=1e-9)
+    units = target * 500.0
+    assert dict(a.spot_legs) == pytest.approx({"ETH": units - 100.0}, rel=1e-9)
+    assert dict(a.perp_legs) == pytest.approx({"ETH": -units}, rel=1e-9)
+    n = units * 2_000.0
+    assert a.margin_usd == pytest.approx(n * 0.227625 + n * 5e-4, rel=1e-9)
 
 
 def test_hedge_posts_idle_cash_as_its_margin_in_the_same_call() -> None:
@@ -525,7 +574,12 @@ def test_kelly_cap_and_stress_cut_numbers() -> None:
     p = PolicyParams(stress_min_shock=0.5)
     a = assess_batch([vault()], [mandate(target_vol=1.0)], market(), costs(), p)
     assert float(a.lev_stress[0]) == pytest.approx(1.05 / 0.65)
-    assert float(a.target_leverage[0]) == pytest.approx(1.05 / 0.65)
+    # The re-lever's hedge: at 1.6154 the vault holds 807.7 ETH against a 1.5 × NAV = 750 ETH
+    # target, so it shorts 57.69 ETH ($115.4k), whose initial margin, 115.4k × 0.125 = 14 423,
+    # is borrowed: the stress cap at the lending equity left, 1.05 × (1M − 14 423) / 0.65 M.
+    short = (1.05 / 0.65 * 500.0 - 750.0) * 2_000.0
+    assert float(a.lev_margin[0]) == pytest.approx(1.05 * (1e6 - short * 0.125) / 0.65e6)
+    assert float(a.target_leverage[0]) == pytest.approx(float(a.lev_margin[0]))
 
 
 def test_vol_method_is_reported_and_garch_used_with_history() -> None:
@@ -572,7 +626,12 @@ def test_no_re_levering_while_the_market_falls() -> None:
     flat = decide(vault(), m, market(histories=(_eth_history(0.0),)), costs(), p)
     assert kinds(flat) == [ActionKind.REBALANCE] and flat[0].spot_legs["ETH"] > 0
     falling = decide(vault(), m, market(histories=(_eth_history(0.10),)), costs(), p)
-    assert falling == []
+    # No buy; the mandate's 2 × NAV = 1 000 ETH of delta comes from perps instead, on borrowed
+    # initial margin: 250 ETH × 2 000 × 0.125 + the 250 fee = 62 750.
+    (h,) = falling
+    assert h.kind is ActionKind.HEDGE and h.spot_legs == {}
+    assert dict(h.perp_legs) == pytest.approx({"ETH": 250.0})
+    assert h.margin_usd == pytest.approx(62_750.0, rel=1e-12)
 
 
 def swept_vault(margin: float) -> VaultState:
@@ -726,13 +785,14 @@ def test_no_sweep_while_the_tape_moves() -> None:
 
 def test_off_the_mandate_with_no_margin_cash_the_excess_spot_is_sold() -> None:
     # 750 ETH long, no perps, no idle cash, no margin: net delta 750 ETH against a target of
-    # 1.0 × NAV = 500 ETH (band 2 % = 10 ETH). The hedge would short 250 ETH, whose initial
-    # margin (500k × 5 % × 2 × 1.25 = 62.5k) there is no cash for (scale 0). Instead: sell the
-    # 250 ETH excess, HIGH; its cost is gas (0.70) + 500k × 40 bps = $2,000.70.
-    (a,) = decide(vault(), mandate(hedge_target=1.0), market(), costs())
+    # 1.0 × NAV = 500 ETH (band 2 % = 10 ETH). The hedge would short 250 ETH on borrowed initial
+    # margin (500k × 5 % × 2 × 1.25 = 62.5k), but at min health 2.30 a trade keeps lending
+    # health at 2.40, today's: there is no room to borrow (scale 0). Instead: sell the 250 ETH
+    # excess, HIGH; its cost is gas (0.70) + 500k × 40 bps = $2,000.70.
+    (a,) = decide(vault(), mandate(hedge_target=1.0, min_health=2.30), market(), costs())
     assert (a.kind, a.urgency) == (ActionKind.REBALANCE, Urgency.HIGH)
     assert dict(a.spot_legs) == pytest.approx({"ETH": -250.0}, rel=1e-12)
     assert a.perp_legs == {}
     assert a.expected_cost_usd == pytest.approx(0.7 + 2_000.0, rel=1e-9)
     # Too short rather than too long: nothing is bought to fix it (that would add risk).
-    assert decide(vault(), mandate(hedge_target=2.0), market(), costs()) == []
+    assert decide(vault(), mandate(hedge_target=2.0, min_health=2.30), market(), costs()) == []
