@@ -88,6 +88,27 @@ def test_rally(world: World, policy: str) -> None:
         assert min(perp) < perp[0]
 
 
+def test_a_vault_whose_shorts_a_gap_up_liquidated_re_hedges_and_keeps_its_leverage(
+        world: World) -> None:
+    # squeeze15 with the liquidator first: the Delta-Neutral vault's shorts cannot survive
+    # +15 % in one block (perp equity $209k against the $222.7k it needs). The keeper, in the
+    # same step, restores the hedge on borrowed margin instead of selling the spot it hedged.
+    # Before d373b63 it sold down to 0.12x (the re-lever's buys would have spent the margin its
+    # hedge needed) and stayed there.
+    run = run_path(world, short("squeeze15", tail=3), "keeper", "liquidator-first", 0)
+    vault = next(v for v in run.vaults if v.name.startswith("Delta-Neutral"))
+    perp = [x for x in vault.liquidations if x.venue == "perp"]
+    assert perp, "a one-block +15 % gap liquidates the shorts when the liquidator moves first"
+    gap_step = perp[0].step
+    ends = [o for o in vault.observations if o.phase == PHASE_END]
+    before = next(o for o in ends if o.step == gap_step - 1)
+    for o in ends:
+        if o.step >= gap_step:
+            assert o.leverage > 0.9 * before.leverage, (o.step, o.leverage, before.leverage)
+            assert abs(o.net_delta_usd) <= 0.02 * o.nav_usd, (o.step, o.net_delta_usd)
+    assert not [a for a in vault.actions if a.status == "simulation_reverted"]
+
+
 def test_in_process_chain_runs_the_keeper_too() -> None:
     """Without anvil the simulator falls back to the in-process chain (one block per
     transaction there): the keeper still deleverages the gap in its own step."""
