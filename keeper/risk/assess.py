@@ -61,8 +61,9 @@ SWEEP_HEALTH_MARGIN: float = 0.01
 #: 1.05 / (1.05 − 0.65) × 0.23 = 0.6 with the stress never below the 35 % design gap, 0.45 for
 #: the bundled vaults; 40 steps leave under 1e-9 of the first error.
 SWEEP_FIXED_POINT_STEPS: int = 40
-#: A perp rescue borrows at most this fraction less than the pool's LTV room (Σ collateral ×
-#: price × LTV − debt): the room is the read's, and interest accrues before the call lands.
+#: A perp rescue or a hedge borrows at most this fraction less than the pool's LTV room
+#: (Σ collateral × price × LTV − debt): the room is the read's, and interest accrues before
+#: the call lands.
 BORROW_ROOM_SLACK: float = 1e-3
 #: One basis point as a fraction (fees and slippage arrive in bps).
 BPS: float = 1e-4
@@ -228,6 +229,18 @@ def _bisect(ok: Callable[[FloatArray], BoolArray], good: FloatArray,
     return good
 
 
+def _borrow_room(
+    lt_value: FloatArray, ltv_value: FloatArray, debt: FloatArray, health: FloatArray
+) -> FloatArray:
+    """(V,) USD the vault may borrow: down to lending health ``health`` (also without debt:
+    infinite health is no licence) and within the pool's LTV less `BORROW_ROOM_SLACK`; >= 0."""
+    room: FloatArray = np.clip(
+        np.minimum(lt_value / health - debt, (1.0 - BORROW_ROOM_SLACK) * ltv_value - debt),
+        0.0, None,
+    )
+    return room
+
+
 def margin_requirements(
     size: FloatArray, price: FloatArray, mm_frac: FloatArray, keep_health: FloatArray,
     params: PolicyParams,
@@ -375,6 +388,7 @@ def assess_book(
     # added. Left out, a vault whose perps were liquidated spent its idle cash on spot, had no
     # margin left for the hedge, and so never re-levered ($850k idle at 0.12x for 72 h).
     adds = target_lev > leverage
+    lev_margin = np.full(nav.shape, np.inf)
     hedge_units = target_delta_units(m["hedge_target"][:, None], nav[:, None], weights, price)
     unit_usd = nav[:, None] * weights / np.where(has, price, 1.0)
     if np.any(adds):
@@ -394,8 +408,6 @@ def assess_book(
         target_lev = np.where(
             adds, np.maximum(np.minimum(target_lev, carried), leverage), target_lev
         )
-    else:
-        lev_margin = np.full(nav.shape, np.inf)
 
     # Deleverage: sells pro rata until health is back at min_health + buffer (worst fill).
     swap_exp = (costs.swap_fee_bps + costs.swap_slippage_bps) * BPS
@@ -413,10 +425,8 @@ def assess_book(
         # idle cash lacks) down to the deleverage's target health and within the pool's LTV:
         # in a rally the collateral that rose pays the shorts' margin.
         ltv_value = (coll_usd * book.ltv).sum(axis=1)
-        room_h = lt_value / h_t - debt  # also without debt: infinite health is no licence
-        room_ltv = (1.0 - BORROW_ROOM_SLACK) * ltv_value - debt
         borrowable = np.where(
-            perp_low & ~lend_low, np.clip(np.minimum(room_h, room_ltv), 0.0, None), 0.0
+            perp_low & ~lend_low, _borrow_room(lt_value, ltv_value, debt, h_t), 0.0
         )
         # What cash cannot cure is cut to the margin target (it survives the design rise), not
         # to min health + buffer: both scale with the position, so a cut of g leaves (1 − g)
@@ -710,11 +720,7 @@ def assess_hedge(
     lt_post = (np.maximum(coll_post, 0.0) * price * book.lt * has).sum(axis=1)
     ltv_post = (np.maximum(coll_post, 0.0) * price * book.ltv * has).sum(axis=1)
     debt_post = np.maximum(book.debt + buy_usd - spent - sell_usd, 0.0)
-    room = np.clip(
-        np.minimum(lt_post / thr - debt_post, (1.0 - BORROW_ROOM_SLACK) * ltv_post - debt_post),
-        0.0, None,
-    )
-    hedge_cash = idle_cash + room
+    hedge_cash = idle_cash + _borrow_room(lt_post, ltv_post, debt_post, thr)
     fits = hard_full <= hedge_cash
     scale = ones.copy()
     if not np.all(fits):
