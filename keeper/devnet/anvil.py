@@ -91,6 +91,7 @@ class Anvil:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                self.stop()  # removes its cache directory too
                 raise ChainReadError(f"anvil exited at start: {err.strip()[:200]}")
             try:
                 if int(w3.eth.chain_id) > 0:

@@ -30,3 +30,12 @@ def test_anvil_persists_old_states_in_its_own_directory_and_removes_it() -> None
     assert not cache.exists()
     after = set(home_cache.iterdir()) if home_cache.exists() else set()
     assert after - before == set()
+
+
+def test_an_anvil_that_exits_at_start_leaves_no_cache_directory() -> None:
+    from keeper.errors import ChainReadError
+
+    node = Anvil("--no-such-flag")
+    with pytest.raises(ChainReadError, match="anvil exited at start"):
+        node.start()
+    assert node.cache_dir is None
